@@ -1,0 +1,90 @@
+"""Run a policy for N episodes on a task under the benchmark protocol; per-episode records.
+
+Protocol: D4RL-faithful env, full time limit, sparse reward (radius 0.5), the policy's own actions,
+episode k reset with seed `seed + k`. Episodes run in lock-step batches: the policy sees
+(B, 4) observations and returns (B, 2) actions, and is reset once per batch with the batch's first
+seed.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import gymnasium as gym
+import numpy as np
+from tqdm import tqdm
+
+from dfplan.envs.tasks import Task
+
+
+@dataclass
+class EpisodeRecord:
+    seed: int
+    raw_return: float
+    normalized: float
+    success: bool  # reached the goal (within 0.5) at least once
+    first_success_step: int | None  # 1-based step of the first success, None if never
+    success_steps: list[int] | None = None  # not stored by default; used by success curves
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("success_steps")
+        return d
+
+
+def run_episodes(
+    task: Task,
+    policy,
+    episodes: int,
+    seed: int = 0,
+    batch_size: int = 32,
+    progress: bool = True,
+) -> tuple[list[EpisodeRecord], float]:
+    """Returns the per-episode records and the number of policy decisions per second."""
+    records: list[EpisodeRecord] = []
+    decisions, act_seconds = 0, 0.0
+    bar = tqdm(total=episodes, desc=task.name, disable=not progress, unit="ep")
+    for start in range(0, episodes, batch_size):
+        seeds = list(range(seed + start, seed + min(start + batch_size, episodes)))
+        envs = [gym.make(task.env_id) for _ in seeds]
+        obs, infos = zip(*(env.reset(seed=s) for env, s in zip(envs, seeds, strict=True)))
+        obs = np.stack(obs)
+        policy.reset(seed=seeds[0])
+        returns = np.zeros(len(seeds))
+        first = [None] * len(seeds)
+        for t in range(1, task.max_episode_steps + 1):
+            info = {"goal": np.stack([i["goal"] for i in infos])}
+            tic = time.perf_counter()
+            actions = policy.act(obs, info)
+            act_seconds += time.perf_counter() - tic
+            decisions += len(seeds)
+            steps = [env.step(a) for env, a in zip(envs, actions, strict=True)]
+            obs = np.stack([s[0] for s in steps])
+            infos = [s[4] for s in steps]
+            for k, s in enumerate(steps):
+                returns[k] += s[1]
+                if first[k] is None and s[4]["success"]:
+                    first[k] = t
+        for env in envs:
+            env.close()
+        for k, s in enumerate(seeds):
+            norm = envs[k].unwrapped.normalized_score(returns[k])
+            records.append(EpisodeRecord(s, float(returns[k]), norm, first[k] is not None, first[k]))
+        bar.update(len(seeds))
+        bar.set_postfix(score=f"{np.mean([r.normalized for r in records]):.1f}")
+    bar.close()
+    return records, decisions / max(act_seconds, 1e-9)
+
+
+def summarize(records: list[EpisodeRecord]) -> dict:
+    norm = np.array([r.normalized for r in records])
+    firsts = [r.first_success_step for r in records if r.first_success_step is not None]
+    return {
+        "episodes": len(records),
+        "normalized_mean": float(norm.mean()),
+        "normalized_sem": float(norm.std(ddof=1) / np.sqrt(len(norm))) if len(norm) > 1 else 0.0,
+        "raw_mean": float(np.mean([r.raw_return for r in records])),
+        "success_rate": float(np.mean([r.success for r in records])),
+        "steps_to_goal_mean": float(np.mean(firsts)) if firsts else None,
+    }

@@ -1,0 +1,31 @@
+"""D4RL-faithful Maze2D environments, task registry and datasets.
+
+Importing this module registers the six env ids with gymnasium:
+`dfplan/maze2d-{umaze,medium,large}-v1` and `dfplan/multi2d-{umaze,medium,large}-v1`.
+"""
+
+import gymnasium as gym
+
+from dfplan.envs.tasks import TASKS, Task, get_task
+
+
+def register_envs() -> None:
+    for task in TASKS.values():
+        if task.env_id in gym.registry:
+            continue
+        gym.register(
+            id=task.env_id,
+            entry_point="dfplan.envs.maze2d:Maze2DEnv",
+            max_episode_steps=task.max_episode_steps,
+            kwargs={
+                "maze": task.maze,
+                "multi_goal": task.multi_goal,
+                "ref_min_score": task.ref_min_score,
+                "ref_max_score": task.ref_max_score,
+            },
+        )
+
+
+register_envs()
+
+__all__ = ["TASKS", "Task", "get_task", "register_envs"]

@@ -1,0 +1,52 @@
+"""Tasks are data: one registry entry per CLI task name, one code path for all of them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dfplan.errors import UserError
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str  # CLI name, e.g. "maze2d-large"
+    maze: str  # key into layouts.LAYOUTS
+    multi_goal: bool  # True: goal redrawn every episode (Multi2D); False: D4RL's fixed goal
+    max_episode_steps: int  # D4RL time limit
+    ref_min_score: float  # D4RL normalisation constants (raw return of random / "expert")
+    ref_max_score: float
+    dataset_steps: int  # default size of the generated expert dataset (D4RL's sizes)
+
+    @property
+    def env_id(self) -> str:
+        return f"dfplan/{self.name}-v1"
+
+    @property
+    def dataset_task(self) -> str:
+        """Multi2D tasks share the Maze2D dataset of the same maze (same data, other goals)."""
+        return f"maze2d-{self.maze}"
+
+    @property
+    def dataset_id(self) -> str:
+        return f"dfplan/{self.dataset_task}-expert-v1"
+
+
+_MAZES = {
+    # maze: (time limit, ref_min, ref_max, dataset steps)
+    "umaze": (300, 23.85, 161.86, 1_000_000),
+    "medium": (600, 13.13, 277.39, 2_000_000),
+    "large": (800, 6.7, 273.99, 4_000_000),
+}
+
+TASKS: dict[str, Task] = {
+    f"{prefix}-{maze}": Task(f"{prefix}-{maze}", maze, prefix == "multi2d", *consts)
+    for prefix in ("maze2d", "multi2d")
+    for maze, consts in _MAZES.items()
+}
+
+
+def get_task(name: str) -> Task:
+    """Task by CLI name; a clear error listing the valid names otherwise."""
+    if name not in TASKS:
+        raise UserError(f"unknown task '{name}'; valid tasks: {', '.join(TASKS)}")
+    return TASKS[name]

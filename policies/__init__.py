@@ -1,0 +1,10 @@
+"""Policies with one protocol: `reset(goal=None, seed=None)`, then `act(obs, info) -> actions`.
+
+Observations (B, 4) in, actions (B, 2) out (unbatched (4,) -> (2,) works too); the goal is read from
+`info["goal"]` when given. Works in plain gymnasium loops and with `gymnasium.make_vec`.
+"""
+
+from dfplan.policies.expert import WaypointExpert
+from dfplan.policies.random import RandomPolicy
+
+__all__ = ["RandomPolicy", "WaypointExpert"]
