@@ -13,9 +13,8 @@ from dataclasses import asdict, dataclass
 
 import gymnasium as gym
 import numpy as np
-from tqdm import tqdm
-
 from dfplan.envs.tasks import Task
+from tqdm import tqdm
 
 
 @dataclass
@@ -48,8 +47,9 @@ def run_episodes(
     for start in range(0, episodes, batch_size):
         seeds = list(range(seed + start, seed + min(start + batch_size, episodes)))
         envs = [gym.make(task.env_id) for _ in seeds]
-        obs, infos = zip(*(env.reset(seed=s) for env, s in zip(envs, seeds, strict=True)))
-        obs = np.stack(obs)
+        resets = [env.reset(seed=s) for env, s in zip(envs, seeds, strict=True)]
+        obs = np.stack([r[0] for r in resets])
+        infos = [r[1] for r in resets]
         policy.reset(seed=seeds[0])
         returns = np.zeros(len(seeds))
         first = [None] * len(seeds)
@@ -70,7 +70,9 @@ def run_episodes(
             env.close()
         for k, s in enumerate(seeds):
             norm = envs[k].unwrapped.normalized_score(returns[k])
-            records.append(EpisodeRecord(s, float(returns[k]), norm, first[k] is not None, first[k]))
+            records.append(
+                EpisodeRecord(s, float(returns[k]), norm, first[k] is not None, first[k])
+            )
         bar.update(len(seeds))
         bar.set_postfix(score=f"{np.mean([r.normalized for r in records]):.1f}")
     bar.close()

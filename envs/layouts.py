@@ -11,9 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 UMAZE = "#####\\#GOO#\\###O#\\#OOO#\\#####"
-MEDIUM = (
-    "########\\#OO##OO#\\#OO#OOO#\\##OOO###\\#OO#OOO#\\#O#OO#O#\\#OOO#OG#\\########"
-)
+MEDIUM = "########\\#OO##OO#\\#OO#OOO#\\##OOO###\\#OO#OOO#\\#O#OO#O#\\#OOO#OG#\\########"
 LARGE = (
     "############\\#OOOO#OOOOO#\\#O##O#O#O#O#\\#OOOOOO#OOO#\\#O####O###O#\\#OO#O#OOOOO#"
     "\\##O#O#O#O###\\#OO#OOO#OGO#\\############"

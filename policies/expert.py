@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections import deque
 
 import numpy as np
-
 from dfplan.envs.layouts import LAYOUTS, WALL, parse_layout
 
 P_GAIN, D_GAIN = 10.0, -1.0  # D4RL's waypoint controller gains
@@ -46,7 +45,7 @@ def shortest_path(layout: np.ndarray, start: tuple[int, int], goal: tuple[int, i
 
 
 def nearest_free_cell(layout: np.ndarray, position) -> tuple[int, int]:
-    """The cell D4RL's controller assigns to a position (rounding), moved to a free cell if needed."""
+    """D4RL's cell of a position (rounded), moved to the nearest free cell if needed."""
     cell = (int(round(position[0])), int(round(position[1])))
     h, w = layout.shape
     if 0 <= cell[0] < h and 0 <= cell[1] < w and layout[cell] != WALL:
@@ -102,7 +101,8 @@ class WaypointExpert:
     """Batched waypoint expert following the dfplan policy protocol.
 
     `WaypointExpert("maze2d-large")` (a task name, a maze name, or an env), then
-    `reset(goal=None, seed=None)` and `act(obs, info)`: obs (B, 4) or (4,) -> actions (B, 2) or (2,).
+    `reset(goal=None, seed=None)` and `act(obs, info)`: obs (B, 4) or (4,) -> actions (B, 2)
+    or (2,).
     The goal comes from `info["goal"]` ((B, 2) or (2,)) when given, else from `reset(goal=...)`.
     """
 
@@ -129,9 +129,8 @@ class WaypointExpert:
         goals = np.broadcast_to(np.asarray(goal, dtype=np.float64), (len(obs), 2))
         while len(self.followers) < len(obs):
             self.followers.append(WaypointFollower(self.layout, self.rng))
-        actions = np.stack(
-            [f.action(o[:2], o[2:4], g)[0] for f, o, g in zip(self.followers, obs, goals)]
-        )
+        pairs = zip(self.followers, obs, goals, strict=False)  # followers may outnumber obs
+        actions = np.stack([f.action(o[:2], o[2:4], g)[0] for f, o, g in pairs])
         return actions[0] if single else actions
 
 

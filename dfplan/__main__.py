@@ -1,0 +1,5 @@
+import sys
+
+from dfplan.cli import main
+
+sys.exit(main())

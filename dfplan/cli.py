@@ -1,0 +1,155 @@
+"""`dfplan` command line: info, data, train, bench, plot.
+
+User mistakes raise `UserError`; `main` prints its message on one line and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from dfplan.errors import UserError
+
+
+def home() -> Path:
+    """DFPLAN_HOME: runs, results and other user state (default ~/.cache/dfplan)."""
+    return Path(os.environ.get("DFPLAN_HOME", Path.home() / ".cache" / "dfplan"))
+
+
+def shipped_checkpoints() -> list[Path]:
+    folder = Path(__file__).parent / "checkpoints"
+    return sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+
+
+# -- info ------------------------------------------------------------------------------------
+def cmd_info(args: argparse.Namespace) -> int:
+    from dfplan.envs import TASKS
+    from dfplan.envs.datasets import dataset_path, datasets_root
+
+    print("tasks:")
+    for task in TASKS.values():
+        print(f"  {task.name:16s} env {task.env_id:28s} time limit {task.max_episode_steps}")
+    print(f"datasets (under {datasets_root()}):")
+    seen = set()
+    for task in TASKS.values():
+        if task.dataset_id in seen:
+            continue
+        seen.add(task.dataset_id)
+        present = dataset_path(task.dataset_id).exists()
+        state = "present" if present else f"missing (make it: dfplan data {task.dataset_task})"
+        print(f"  {task.dataset_id:34s} {state}")
+    ckpts = shipped_checkpoints()
+    print("shipped checkpoints:" + ("" if ckpts else " none yet"))
+    for c in ckpts:
+        print(f"  {c.stem}")
+    return 0
+
+
+# -- data ------------------------------------------------------------------------------------
+def add_data_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("task", help="maze2d-umaze, maze2d-medium or maze2d-large")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="transitions to generate (default: D4RL's 1M / 2M / 4M)",
+    )
+    p.add_argument(
+        "--noise",
+        type=float,
+        default=0.3,
+        help="std of Gaussian action noise (default 0.3; D4RL's data used 0.5)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--dwell",
+        default="0.5,50,100",
+        help="P,MIN,MAX: hold at a reached target with probability P for MIN..MAX "
+        "steps; 0 for the pure D4RL procedure (default 0.5,50,100)",
+    )
+    p.add_argument("--force", action="store_true", help="regenerate even if the dataset exists")
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from dfplan.envs import get_task
+    from dfplan.envs.datasets import DataConfig, make_dataset, parse_dwell
+
+    task = get_task(args.task)
+    if task.multi_goal:
+        raise UserError(
+            f"{task.name} uses the {task.dataset_task} dataset: "
+            f"run 'dfplan data {task.dataset_task}'"
+        )
+    steps = task.dataset_steps if args.steps is None else args.steps
+    if steps <= 0:
+        raise UserError(f"--steps must be a positive number of steps, got {steps}")
+    if args.noise < 0:
+        raise UserError(f"--noise must be >= 0, got {args.noise}")
+    p, lo, hi = parse_dwell(args.dwell)
+    config = DataConfig(task.name, steps, args.noise, args.seed, p, lo, hi)
+    path = make_dataset(config, task, force=args.force)
+    print(f"dataset {task.dataset_id} at {path}")
+    return 0
+
+
+# -- bench (the planner lands with the planner issue) -------------------------------------------
+def cmd_bench(args: argparse.Namespace) -> int:
+    from dfplan.envs import get_task
+
+    get_task(args.task)
+    if not shipped_checkpoints():
+        raise UserError(
+            "no trained planner checkpoint ships with this version yet; "
+            "'dfplan info' lists what is available"
+        )
+    raise UserError("the planner benchmark is not implemented in this version yet")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from dfplan import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="dfplan", description="Diffusion Forcing planning for Maze2D on modern MuJoCo."
+    )
+    parser.add_argument("--version", action="version", version=f"dfplan {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("info", help="list tasks, datasets present and shipped checkpoints")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("data", help="generate an expert dataset (Minari format)")
+    add_data_arguments(p)
+    p.set_defaults(func=cmd_data)
+
+    try:
+        from dfplan.train import add_train_arguments, run_train
+    except ImportError:  # pragma: no cover - the trainer is optional while it is being built
+        pass
+    else:
+        p = sub.add_parser("train", help="train a Diffusion Forcing model on a dataset")
+        add_train_arguments(p)
+        p.set_defaults(func=run_train)
+
+    p = sub.add_parser("bench", help="score a planner on the benchmark protocol")
+    p.add_argument("task")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as e:
+        print(f"dfplan: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dfplan: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
