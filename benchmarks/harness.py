@@ -13,8 +13,9 @@ from dataclasses import asdict, dataclass
 
 import gymnasium as gym
 import numpy as np
-from dfplan.envs.tasks import Task
 from tqdm import tqdm
+
+from dfplan.envs.tasks import Task
 
 
 @dataclass

@@ -6,21 +6,9 @@ User mistakes raise `UserError`; `main` prints its message on one line and exits
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from pathlib import Path
 
 from dfplan.errors import UserError
-
-
-def home() -> Path:
-    """DFPLAN_HOME: runs, results and other user state (default ~/.cache/dfplan)."""
-    return Path(os.environ.get("DFPLAN_HOME", Path.home() / ".cache" / "dfplan"))
-
-
-def shipped_checkpoints() -> list[Path]:
-    folder = Path(__file__).parent / "checkpoints"
-    return sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
 
 
 # -- info ------------------------------------------------------------------------------------
@@ -40,10 +28,12 @@ def cmd_info(args: argparse.Namespace) -> int:
         present = dataset_path(task.dataset_id).exists()
         state = "present" if present else f"missing (make it: dfplan data {task.dataset_task})"
         print(f"  {task.dataset_id:34s} {state}")
+    from dfplan.checkpoint import shipped_checkpoints
+
     ckpts = shipped_checkpoints()
     print("shipped checkpoints:" + ("" if ckpts else " none yet"))
     for c in ckpts:
-        print(f"  {c.stem}")
+        print(f"  {c.name}")
     return 0
 
 
@@ -94,19 +84,6 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- bench (the planner lands with the planner issue) -------------------------------------------
-def cmd_bench(args: argparse.Namespace) -> int:
-    from dfplan.envs import get_task
-
-    get_task(args.task)
-    if not shipped_checkpoints():
-        raise UserError(
-            "no trained planner checkpoint ships with this version yet; "
-            "'dfplan info' lists what is available"
-        )
-    raise UserError("the planner benchmark is not implemented in this version yet")
-
-
 def build_parser() -> argparse.ArgumentParser:
     from dfplan import __version__
 
@@ -132,9 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
         add_train_arguments(p)
         p.set_defaults(func=run_train)
 
+    from dfplan.benchmarks.bench import add_bench_arguments, run_bench
+
     p = sub.add_parser("bench", help="score a planner on the benchmark protocol")
-    p.add_argument("task")
-    p.set_defaults(func=cmd_bench)
+    add_bench_arguments(p)
+    p.set_defaults(func=run_bench)
     return parser
 
 

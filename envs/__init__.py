@@ -5,6 +5,7 @@ Importing this module registers the six env ids with gymnasium:
 """
 
 import gymnasium as gym
+
 from dfplan.envs.tasks import TASKS, Task, get_task
 
 

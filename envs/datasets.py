@@ -25,15 +25,15 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from tqdm import tqdm
+
 from dfplan.envs.maze2d import Maze2DEnv
 from dfplan.envs.tasks import Task
 from dfplan.envs.trajectories import Trajectories
-from dfplan.policies.expert import WaypointFollower
-from tqdm import tqdm
-
 from dfplan.errors import UserError
+from dfplan.policies.expert import WaypointFollower
 
-EPISODE_STEPS = 1000  # the stream is cut into episodes of this many steps
+EPISODE_STEPS = 10_000  # the stream is cut into episodes this long; windows stay inside one
 D4RL_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
 
 

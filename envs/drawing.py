@@ -6,6 +6,7 @@ Also used by plots that overlay planned trajectories on the maze.
 from __future__ import annotations
 
 import numpy as np
+
 from dfplan.envs.layouts import WALL
 
 

@@ -8,8 +8,9 @@ from typing import Any
 import gymnasium as gym
 import mujoco
 import numpy as np
-from dfplan.envs.layouts import LAYOUTS, build_mjcf, free_cells, goal_cell, parse_layout
 from gymnasium import spaces
+
+from dfplan.envs.layouts import LAYOUTS, build_mjcf, free_cells, goal_cell, parse_layout
 
 SUCCESS_RADIUS = 0.5  # D4RL's sparse reward radius
 MAX_SPEED = 5.0  # D4RL clips qvel to [-5, 5] before each step

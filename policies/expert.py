@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import deque
 
 import numpy as np
+
 from dfplan.envs.layouts import LAYOUTS, WALL, parse_layout
 
 P_GAIN, D_GAIN = 10.0, -1.0  # D4RL's waypoint controller gains
@@ -109,12 +110,12 @@ class WaypointExpert:
     def __init__(self, task_or_env):
         self.layout = _layout_of(task_or_env)
         self.goal: np.ndarray | None = None
-        self.rng = np.random.default_rng()
+        self.seed: int | None = None
         self.followers: list[WaypointFollower] = []
 
     def reset(self, goal=None, seed: int | None = None) -> None:
         self.goal = None if goal is None else np.asarray(goal, dtype=np.float64)
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
         self.followers = []
 
     def act(self, obs, info: dict | None = None) -> np.ndarray:
@@ -128,7 +129,10 @@ class WaypointExpert:
             raise ValueError("WaypointExpert needs a goal: pass info['goal'] or reset(goal=...)")
         goals = np.broadcast_to(np.asarray(goal, dtype=np.float64), (len(obs), 2))
         while len(self.followers) < len(obs):
-            self.followers.append(WaypointFollower(self.layout, self.rng))
+            # Environment k of a batch draws its jitter from seed + k, as if it ran alone.
+            k = len(self.followers)
+            rng = np.random.default_rng(None if self.seed is None else self.seed + k)
+            self.followers.append(WaypointFollower(self.layout, rng))
         pairs = zip(self.followers, obs, goals, strict=False)  # followers may outnumber obs
         actions = np.stack([f.action(o[:2], o[2:4], g)[0] for f, o, g in pairs])
         return actions[0] if single else actions

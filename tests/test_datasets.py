@@ -4,6 +4,7 @@ import h5py
 import minari
 import numpy as np
 import pytest
+
 from dfplan.envs import get_task
 from dfplan.envs.datasets import (
     DataConfig,
@@ -15,7 +16,6 @@ from dfplan.envs.datasets import (
     write_d4rl_hdf5,
 )
 from dfplan.envs.trajectories import Trajectories
-
 from dfplan.errors import UserError
 
 UMAZE = get_task("maze2d-umaze")
@@ -45,7 +45,15 @@ def test_dwelling_holds_at_targets():
     assert len(switches) > 10
 
 
-def test_minari_dataset_roundtrip_and_reuse():
+@pytest.fixture
+def short_episodes(monkeypatch):
+    """Cut streams every 1000 steps so that small datasets hold several episodes."""
+    from dfplan.envs import datasets
+
+    monkeypatch.setattr(datasets, "EPISODE_STEPS", 1000)
+
+
+def test_minari_dataset_roundtrip_and_reuse(short_episodes):
     path = make_dataset(small(), UMAZE, progress=False)
     ds = minari.load_dataset(UMAZE.dataset_id)
     assert ds.total_steps == 2500
@@ -64,7 +72,7 @@ def test_minari_dataset_roundtrip_and_reuse():
     assert not any(p.name.startswith(".dfplan") for p in path.parent.parent.iterdir())
 
 
-def test_reader_gives_identical_arrays_for_minari_and_d4rl_hdf5(tmp_path):
+def test_reader_gives_identical_arrays_for_minari_and_d4rl_hdf5(tmp_path, short_episodes):
     make_dataset(small(), UMAZE, progress=False)
     # The same stream, written independently in D4RL's layout.
     s = generate_stream(small(), UMAZE, progress=False)

@@ -1,10 +1,10 @@
 import gymnasium as gym
 import numpy as np
 import pytest
-from dfplan.envs import TASKS
 from gymnasium.utils.env_checker import check_env
 
 import dfplan  # noqa: F401  (registers the env ids)
+from dfplan.envs import TASKS
 
 ENV_IDS = [t.env_id for t in TASKS.values()]
 

@@ -1,12 +1,12 @@
 import gymnasium as gym
 import numpy as np
 import pytest
-from dfplan.envs.layouts import LARGE, parse_layout
-from dfplan.policies import WaypointExpert
-from dfplan.policies.expert import shortest_path
 
 import dfplan  # noqa: F401
+from dfplan.envs.layouts import LARGE, parse_layout
 from dfplan.errors import UserError
+from dfplan.policies import WaypointExpert
+from dfplan.policies.expert import shortest_path
 
 
 def test_shortest_path_is_connected_and_shortest():

@@ -1,0 +1,164 @@
+"""`dfplan bench`: score a method on a task under the benchmark protocol; table + JSON result.
+
+Protocol (DESIGN.md): D4RL-faithful env, full time limit (300 / 600 / 800), sparse reward radius
+0.5, the policy's own actions, the planner replans every step, N episodes with seeds
+seed..seed+N-1, D4RL-normalised mean +- standard error, raw return, success rate (reached the goal
+at least once) and steps to first success. Episode k's result depends only on its seed, not on
+how episodes are batched, so results are comparable across batch sizes and workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+from dfplan.benchmarks.harness import run_episodes, summarize
+from dfplan.envs import get_task
+from dfplan.errors import UserError
+
+METHODS = ("df", "df-nomcg", "expert", "random")
+
+
+def add_bench_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("task", help="maze2d-{umaze,medium,large} or multi2d-{umaze,medium,large}")
+    p.add_argument("--method", default="df", help=f"one of {', '.join(METHODS)} (default df)")
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="checkpoint to bench (NAME.safetensors or its stem); default: shipped",
+    )
+    p.add_argument("--episodes", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0, help="first episode seed (default 0)")
+    p.add_argument("--batch-size", type=int, default=100, help="episodes run in lock-step")
+    p.add_argument("--out", default=None, help="folder for the JSON result (default ./results)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+
+
+def make_policy(method: str, task, checkpoint: str | None, device: str | None):
+    if method in ("df", "df-nomcg"):
+        from dfplan.policies.diffusion_forcing import DiffusionForcingPolicy
+
+        overrides = {"mcg_samples": 1} if method == "df-nomcg" else {}
+        return DiffusionForcingPolicy.from_pretrained(task.name, checkpoint, device, **overrides)
+    if method == "expert":
+        from dfplan.policies import WaypointExpert
+
+        return WaypointExpert(task.name)
+    if method == "random":
+        from dfplan.policies import RandomPolicy
+
+        return RandomPolicy()
+    raise UserError(f"unknown method '{method}'; valid methods: {', '.join(METHODS)}")
+
+
+def check_device(device: str | None) -> str:
+    import torch
+
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: no CUDA GPU is available here; use --device cpu")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise UserError(f"unknown device '{device}'; use cpu or cuda")
+    return device
+
+
+def write_json_atomic(path: Path, obj: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    task = get_task(args.task)
+    if args.method not in METHODS:
+        raise UserError(f"unknown method '{args.method}'; valid methods: {', '.join(METHODS)}")
+    if args.episodes <= 0:
+        raise UserError(f"--episodes must be a positive number, got {args.episodes}")
+    if args.seed < 0:
+        raise UserError(f"--seed must be >= 0, got {args.seed}")
+    if args.batch_size <= 0:
+        raise UserError(f"--batch-size must be a positive number, got {args.batch_size}")
+    device = check_device(args.device)
+    out = Path(args.out) if args.out else Path("results")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is a file; give a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        msg = f"cannot write results to {out} ({e.strerror}); pass a writable --out"
+        raise UserError(msg) from None
+
+    policy = make_policy(args.method, task, args.checkpoint, device)
+    tic = time.perf_counter()
+    records, dps = run_episodes(task, policy, args.episodes, args.seed, args.batch_size)
+    wall = time.perf_counter() - tic
+    summary = summarize(records)
+    result = {
+        "task": task.name,
+        "method": args.method,
+        "episodes": args.episodes,
+        "seed": args.seed,
+        **{
+            k: summary[k]
+            for k in (
+                "normalized_mean",
+                "normalized_sem",
+                "raw_mean",
+                "success_rate",
+                "steps_to_goal_mean",
+            )
+        },
+        "decisions_per_second": dps,
+        "wall_seconds": wall,
+        "device": device if args.method.startswith("df") else "cpu",
+        "machine": f"{platform.machine()} {os.cpu_count()} cpus",
+        "checkpoint": _checkpoint_name(policy),
+        "config": _config_of(policy),
+        "protocol": "D4RL-faithful env, full time limit, sparse reward r=0.5, replanning every "
+        "step, seeds seed..seed+N-1, D4RL-normalised x100, mean +- SE",
+        "per_episode": [r.to_dict() for r in records],
+    }
+    path = out / f"{task.name}_{args.method}.json"
+    write_json_atomic(path, result)
+    print_table([result])
+    print(f"result: {path}")
+    return 0
+
+
+def _checkpoint_name(policy) -> str | None:
+    return getattr(policy, "checkpoint", None)
+
+
+def _config_of(policy) -> dict:
+    from dataclasses import asdict, is_dataclass
+
+    planner = getattr(policy, "planner", None)
+    return asdict(planner.config) if planner is not None and is_dataclass(planner.config) else {}
+
+
+def print_table(results: list[dict]) -> None:
+    head = (
+        f"{'task':15s} {'method':9s} {'score':>14s} {'raw':>7s} {'success':>8s} "
+        f"{'to goal':>8s} {'dec/s':>8s} {'wall s':>7s}"
+    )
+    print(head)
+    for r in results:
+        score = f"{r['normalized_mean']:.1f} +- {r['normalized_sem']:.1f}"
+        to_goal = f"{r['steps_to_goal_mean']:.0f}" if r["steps_to_goal_mean"] else "-"
+        print(
+            f"{r['task']:15s} {r['method']:9s} {score:>14s} {r['raw_mean']:>7.1f} "
+            f"{r['success_rate']:>8.0%} {to_goal:>8s} {r['decisions_per_second']:>8.1f} "
+            f"{r['wall_seconds']:>7.1f}"
+        )
+    print(
+        f"({results[0]['episodes']} episodes, seeds {results[0]['seed']}.."
+        f"{results[0]['seed'] + results[0]['episodes'] - 1}; {results[0]['protocol']})"
+    )

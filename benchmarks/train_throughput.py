@@ -1,0 +1,128 @@
+"""Training throughput on this machine: steps/s, samples/s, tokens/s for a training config.
+
+    python -m dfplan.benchmarks.train_throughput                  # the shipped umaze config
+    python -m dfplan.benchmarks.train_throughput --task maze2d-large --threads 2
+
+Times the trainer's own step (window sampling, per-token noise, forward, backward, gradient clip,
+AdamW) after a few warm-up steps. The data is random (throughput does not depend on values), laid
+out as long episodes so every window length fits. Also prints how long the config's full step
+budget would take at the measured rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from dfplan.envs.trajectories import Trajectories
+from dfplan.model import DiffusionForcingModel, ModelConfig
+from dfplan.train import (
+    Normalizer,
+    WindowSampler,
+    diffusion_loss,
+    make_optimizer,
+    recommended_config,
+)
+
+
+def random_trajectories(rows: int = 20_000, episode: int = 2_000, seed: int = 0) -> Trajectories:
+    rng = np.random.default_rng(seed)
+    timeouts = np.zeros(rows, bool)
+    timeouts[episode - 1 :: episode] = True
+    return Trajectories(
+        observations=rng.standard_normal((rows, 4)).astype(np.float32),
+        actions=rng.uniform(-1, 1, (rows, 2)).astype(np.float32),
+        rewards=np.zeros(rows, np.float32),
+        terminals=np.zeros(rows, bool),
+        timeouts=timeouts,
+    )
+
+
+def measure(
+    model_config: ModelConfig,
+    window: int,
+    batch_size: int,
+    steps: int,
+    warmup: int,
+    device: str = "cpu",
+) -> dict:
+    """Seconds per training step of the real loop's step, averaged over `steps` after warm-up."""
+    torch.manual_seed(0)
+    config = recommended_config("maze2d-umaze")
+    model = DiffusionForcingModel(model_config).to(device).train()
+    opt = make_optimizer(model, config)
+    data = random_trajectories()
+    sampler = WindowSampler(
+        data, window, model_config.frame_stack, Normalizer.from_trajectories(data), seed=0
+    )
+    gen = torch.Generator(device).manual_seed(0)
+
+    def step() -> None:
+        first_obs, tokens = sampler.sample(batch_size)
+        loss = diffusion_loss(model, first_obs.to(device), tokens.to(device), gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        opt.step()
+
+    for _ in range(warmup):
+        step()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    tic = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    seconds = (time.perf_counter() - tic) / steps
+    tokens = window // model_config.frame_stack
+    return {
+        "params": model.num_params(),
+        "ms_per_step": 1000 * seconds,
+        "steps_per_s": 1 / seconds,
+        "samples_per_s": batch_size / seconds,
+        "tokens_per_s": batch_size * tokens / seconds,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="maze2d-umaze", help="picks the recommended config")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the config's")
+    parser.add_argument("--window", type=int, default=None, help="default: the config's")
+    parser.add_argument("--n-layer", type=int, default=None)
+    parser.add_argument("--n-embd", type=int, default=None)
+    parser.add_argument("--n-head", type=int, default=None)
+    parser.add_argument("--steps", type=int, default=40, help="timed steps")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = recommended_config(args.task)
+    window = args.window or config.window
+    overrides = {k: getattr(args, k) for k in ("n_layer", "n_embd", "n_head") if getattr(args, k)}
+    model = ModelConfig(
+        **{**config.model.__dict__, **overrides, "max_tokens": window // config.model.frame_stack}
+    )
+    batch = args.batch_size or config.batch_size
+    r = measure(model, window, batch, args.steps, args.warmup, args.device)
+    print(
+        f"task {args.task}: {model.n_layer} layers x {model.n_embd} wide, {model.n_head} heads, "
+        f"{r['params'] / 1e6:.2f}M params; window {window} steps = {window // 10} tokens; "
+        f"batch {batch}; {args.device}, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"  {r['ms_per_step']:.1f} ms/step  {r['steps_per_s']:.2f} steps/s  "
+        f"{r['samples_per_s']:.0f} samples/s  {r['tokens_per_s']:.0f} tokens/s"
+    )
+    hours = config.steps / r["steps_per_s"] / 3600
+    print(f"  the config's {config.steps} steps would take {hours:.2f} h at this rate")
+
+
+if __name__ == "__main__":
+    main()

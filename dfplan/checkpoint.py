@@ -1,0 +1,260 @@
+"""Checkpoints: `STEM.safetensors` (weights only) + `STEM.json` (everything else), no pickle.
+
+The JSON holds the model config (a `ModelConfig` as a dict), the task, the normaliser, the dataset
+fingerprint, the train step and the dfplan version. Training resume state (raw weights,
+optimizer, EMA, RNG states) lives apart in `STEM.resume.safetensors` + `STEM.resume.json`, so a
+shipped checkpoint is just the two small files a planner needs.
+
+Every file is written atomically (a temp file in the same folder, then os.replace), and both
+files of a pair carry the same random save id, so a pair mixed from two saves is detected.
+Nothing here calls torch.load or pickle: a pickle renamed to .safetensors is refused, not run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import uuid
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as safetensors_bytes
+
+from dfplan.errors import UserError
+from dfplan.model import DiffusionForcingModel, ModelConfig
+
+FORMAT = "dfplan-checkpoint"
+RESUME_FORMAT = "dfplan-resume"
+FORMAT_VERSION = 1
+SUFFIXES = (".safetensors", ".json")
+
+
+# -- paths and atomic writes -----------------------------------------------------------------
+def checkpoint_stem(stem_or_path: str | os.PathLike) -> Path:
+    """'run/latest', 'run/latest.safetensors' or 'run/latest.json' -> Path('run/latest')."""
+    path = Path(stem_or_path).expanduser()
+    return path.with_suffix("") if path.suffix in SUFFIXES else path
+
+
+def _with(stem: Path, suffix: str) -> Path:
+    return stem.with_name(stem.name + suffix)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file next to `path`, fsync, rename: readers see the old or the new file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600; a checkpoint is meant to be shared
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: dict) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def _write_pair(stem: Path, tensors: dict, info: dict, fmt: str) -> str:
+    save_id = uuid.uuid4().hex
+    flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    weights = safetensors_bytes(flat, metadata={"format": "pt", "dfplan_save_id": save_id})
+    atomic_write_bytes(_with(stem, ".safetensors"), weights)
+    header = {"format": fmt, "format_version": FORMAT_VERSION, "save_id": save_id}
+    atomic_write_json(_with(stem, ".json"), {**header, **info})
+    return save_id
+
+
+def _read_pair(stem: Path, fmt: str, what: str) -> tuple[dict[str, torch.Tensor], dict]:
+    weights, meta_path = _with(stem, ".safetensors"), _with(stem, ".json")
+    missing = [str(p) for p in (weights, meta_path) if not p.is_file()]
+    if missing:
+        raise UserError(
+            f"{what} {stem} not found: missing {' and '.join(missing)} "
+            "(a checkpoint is a STEM.safetensors + STEM.json pair)"
+        )
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(
+            f"{meta_path} is corrupt (not valid JSON: {e}); re-create the {what}"
+        ) from None
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        raise UserError(f'{meta_path} is not a dfplan {what} file (no \'"format": "{fmt}"\')')
+    tensors, header = _read_safetensors(weights)
+    if header.get("dfplan_save_id") != meta.get("save_id"):
+        raise UserError(
+            f"{weights} and {meta_path} come from different saves (interrupted copy?); "
+            "copy both files of the same save"
+        )
+    return tensors, meta
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    with open(path, "rb") as f:
+        head = f.read(4)
+    # Say what the file is when it is a pickle or a torch.save zip: both can run code on load.
+    if head[:1] == b"\x80" or head == b"PK\x03\x04":
+        raise UserError(
+            f"{path} is a pickle / torch.save file, not safetensors; dfplan never unpickles "
+            "files (they can run code): convert the weights to safetensors"
+        )
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            header = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(
+            f"{path} is not a valid safetensors file (corrupt or truncated: {e})"
+        ) from None
+    return tensors, header
+
+
+# -- checkpoints shipped inside the package --------------------------------------------------
+SHIPPED_DIR = Path(__file__).parent / "checkpoints"
+
+
+def shipped_checkpoints() -> list[Path]:
+    """Stems of the checkpoints shipped as package data."""
+    return sorted(p.with_suffix("") for p in SHIPPED_DIR.glob("*.safetensors"))
+
+
+def shipped_checkpoint(task) -> Path:
+    """The shipped checkpoint for a `Task` (Multi2D tasks share their maze's Maze2D model)."""
+    stem = SHIPPED_DIR / task.dataset_task
+    if not stem.with_suffix(".safetensors").exists():
+        raise UserError(
+            f"no trained checkpoint ships for {task.name} in this version; train one with "
+            f"'dfplan train {task.dataset_task}' and pass it with --checkpoint"
+        )
+    return stem
+
+
+# -- weights + metadata ----------------------------------------------------------------------
+def save_checkpoint(stem: str | os.PathLike, model: DiffusionForcingModel, meta: dict) -> str:
+    """Write `STEM.safetensors` (the model's weights) and `STEM.json` (`meta` + the model config
+    + the dfplan version); returns the save id both files carry.
+
+    `meta` must hold "task" and should hold "normalizer", "dataset_fingerprint", "train_step".
+    """
+    from dfplan import __version__
+
+    if "task" not in meta:
+        raise ValueError("checkpoint meta needs a 'task'")
+    stem = checkpoint_stem(stem)
+    info = {"dfplan_version": __version__, **meta, "config": asdict(model.config)}
+    return _write_pair(stem, model.state_dict(), info, FORMAT)
+
+
+def load_checkpoint(
+    stem_or_path: str | os.PathLike,
+    task: str | None = None,
+    device: str | torch.device = "cpu",
+) -> tuple[DiffusionForcingModel, dict]:
+    """Rebuild the model from `STEM.json`'s config, load `STEM.safetensors`, return (model, meta).
+
+    The model is in eval mode on `device`. With `task`, the checkpoint must have been trained for
+    it. Every problem a user can cause (missing or corrupt files, a pickle, another task's or
+    another config's weights) raises UserError with one line saying what to do.
+    """
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device '{device}' requested but no CUDA GPU is available; use cpu")
+    stem = checkpoint_stem(stem_or_path)
+    tensors, meta = _read_pair(stem, FORMAT, "checkpoint")
+    if task is not None and meta.get("task") != task:
+        raise UserError(
+            f"checkpoint {stem} was trained for task '{meta.get('task')}', not '{task}'; "
+            f"use a {task} checkpoint (dfplan train {task})"
+        )
+    model = DiffusionForcingModel(_model_config(meta, stem))
+    _check_shapes(model, tensors, stem)
+    model.load_state_dict(tensors, strict=True)
+    return model.to(device).eval(), meta
+
+
+def _model_config(meta: dict, stem: Path) -> ModelConfig:
+    raw = meta.get("config")
+    if not isinstance(raw, dict):
+        raise UserError(f"{stem}.json has no model config; re-create the checkpoint")
+    known = {f.name for f in fields(ModelConfig)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise UserError(
+            f"{stem}.json has model settings this dfplan does not know ({', '.join(unknown)}); "
+            f"it was written by dfplan {meta.get('dfplan_version', '?')}: upgrade dfplan"
+        )
+    config = ModelConfig(**raw)
+    try:
+        config.validate()
+    except ValueError as e:
+        raise UserError(f"{stem}.json has an invalid model config: {e}") from None
+    return config
+
+
+def _check_shapes(model: DiffusionForcingModel, tensors: dict, stem: Path) -> None:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    wrong = [
+        f"{k} is {tuple(tensors[k].shape)}, the config needs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in tensors and tensors[k].shape != v.shape
+    ]
+    if missing or extra or wrong:
+        detail = wrong[:1] or [f"missing {missing[:3]}" if missing else f"unexpected {extra[:3]}"]
+        raise UserError(
+            f"{stem}.safetensors does not match the model config in {stem}.json ({detail[0]}); "
+            "the two files come from different models"
+        )
+
+
+# -- resume state ----------------------------------------------------------------------------
+def resume_stem(stem: str | os.PathLike) -> Path:
+    stem = checkpoint_stem(stem)
+    return stem.with_name(stem.name + ".resume")
+
+
+def save_resume(stem: str | os.PathLike, tensors: dict[str, torch.Tensor], info: dict) -> None:
+    """Write `STEM.resume.safetensors` (named tensors) and `STEM.resume.json` (`info`)."""
+    _write_pair(resume_stem(stem), tensors, info, RESUME_FORMAT)
+
+
+def load_resume(stem: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
+    return _read_pair(resume_stem(stem), RESUME_FORMAT, "resume state")
+
+
+def flatten_optimizer(state_dict: dict, prefix: str = "optim.") -> tuple[dict, dict]:
+    """Optimizer state dict -> (named tensors, JSON-able rest). No pickle needed to store it."""
+    tensors, scalars = {}, {}
+    for pid, state in state_dict["state"].items():
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"{prefix}{pid}.{key}"] = value
+            else:
+                scalars[f"{pid}.{key}"] = value
+    return tensors, {"param_groups": state_dict["param_groups"], "scalars": scalars}
+
+
+def unflatten_optimizer(tensors: dict, info: dict, prefix: str = "optim.") -> dict:
+    """Inverse of flatten_optimizer (JSON turned the tuples into lists: `betas` goes back)."""
+    state: dict[int, dict] = {}
+    for name, value in tensors.items():
+        if name.startswith(prefix):
+            pid, key = name[len(prefix) :].split(".", 1)
+            state.setdefault(int(pid), {})[key] = value
+    for name, value in info["scalars"].items():
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = value
+    groups = [
+        {k: tuple(v) if k == "betas" else v for k, v in group.items()}
+        for group in info["param_groups"]
+    ]
+    return {"state": state, "param_groups": groups}

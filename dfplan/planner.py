@@ -1,0 +1,267 @@
+"""The Diffusion Forcing planner: guided DDIM over a per-token schedule, replanning every step.
+
+One decision (`act`):
+1. Build the token levels to start from: pure noise on the first call (cold start), otherwise the
+   previous plan shifted by one frame and re-noised to the "refresh" profile (warm start).
+2. Run denoising rows. Each row predicts x0 for every token with the causal model, scores the
+   de-normalised x0 plan with the reward, and takes a DDIM step toward the row's levels plus the
+   reward gradient w.r.t. the noisy tokens (backpropagated through the model, so far-future
+   rewards reach near tokens). With Monte-Carlo Guidance the gradient is averaged over
+   `mcg_samples` sampled futures: copies of the plan whose tokens are re-noised to their own
+   levels from the current x0 estimate (one copy is the plan itself, so 1 sample is plain guidance).
+3. Execute the first action of the first (now clean) token, clamped to [-1, 1].
+
+Levels here are sampling steps 0..S (S = `sampling_steps`), mapped to the model's training levels
+by `schedules.to_train_levels`. After every decision token t sits at level P(t) (the "profile":
+the cold schedule's first row in which token 0 is clean; for the pyramid P(t) = lag(t)). A warm
+step shifts the plan by one frame, raises every token to min(S, P(t) + refresh_rows), and runs
+`refresh_rows` rows back down to P: the far future keeps its partly denoised state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from dfplan import diffusion, schedules
+from dfplan.guidance import Plan
+from dfplan.model import DiffusionForcingModel, frames_to_tokens, tokens_to_frames
+
+SCHEDULES = ("pyramid", "full_sequence", "autoregressive")
+
+
+@dataclass
+class PlannerConfig:
+    sampling_steps: int = 20  # S: DDIM rows from pure noise to clean for one token
+    schedule: str = "pyramid"  # cold-start schedule: pyramid, full_sequence or autoregressive
+    uncertainty: float = 1.0  # pyramid lag in rows per token (0 = full sequence)
+    guidance_scale: float = 0.3  # step size of the reward gradient (x += s sqrt(1-abar) grad)
+    mcg_samples: int = 4  # futures the guidance gradient is averaged over (1 = plain guidance)
+    warm_start: bool = True  # reuse the previous plan (False: replan from noise every step)
+    refresh_rows: int = 2  # warm start: rows re-run per decision (how far near tokens re-noise)
+    horizon_tokens: int = 0  # cap on planned tokens; 0 = the model's max_tokens
+    eta: float = 0.0  # DDIM stochasticity (0 = deterministic given the initial noise)
+
+    def validate(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got '{self.schedule}'")
+        if self.sampling_steps < 1 or self.mcg_samples < 1 or self.refresh_rows < 1:
+            raise ValueError("sampling_steps, mcg_samples and refresh_rows must be >= 1")
+        if self.guidance_scale < 0 or self.horizon_tokens < 0 or self.eta < 0:
+            raise ValueError("guidance_scale, horizon_tokens and eta must be >= 0")
+
+
+def cold_schedule(config: PlannerConfig, tokens: int) -> torch.Tensor:
+    """(rows + 1, T) step levels from pure noise to the first row where token 0 is clean."""
+    s = config.sampling_steps
+    if config.schedule == "pyramid":
+        matrix = schedules.pyramid(tokens, s, config.uncertainty)
+    elif config.schedule == "full_sequence":
+        matrix = schedules.full_sequence(tokens, s)
+    else:
+        matrix = schedules.autoregressive(tokens, s)
+    first_clean = int((matrix[:, 0] == 0).nonzero()[0])
+    return matrix[: first_clean + 1]
+
+
+def shift_one_frame(
+    tokens: torch.Tensor,
+    levels: torch.Tensor,
+    frame_stack: int,
+    abar_steps: torch.Tensor,
+    noise: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drop the executed first frame, append a pure-noise frame, re-chunk into tokens.
+
+    tokens: (B, T, D); levels: (B, T) step levels; abar_steps: (S + 1,) abar per step level;
+    noise: (B, T * frame_stack, D / frame_stack) standard normal. A new token straddles two old
+    tokens: it takes the higher of their levels, and the frames from the cleaner one are noised
+    forward to it, q(x_hi | x_lo) = N(sqrt(abar_hi / abar_lo) x_lo, (1 - abar_hi / abar_lo) I).
+    """
+    b, t, _ = tokens.shape
+    s = abar_steps.numel() - 1
+    frames = tokens_to_frames(tokens, frame_stack)  # (B, T * F, Fd)
+    frame_levels = levels.repeat_interleave(frame_stack, dim=1)  # (B, T * F)
+    frames = torch.cat([frames[:, 1:], noise[:, -1:]], dim=1)
+    frame_levels = torch.cat([frame_levels[:, 1:], torch.full_like(frame_levels[:, :1], s)], 1)
+    new_levels = frame_levels.view(b, t, frame_stack).amax(dim=2)  # (B, T)
+    target = new_levels.repeat_interleave(frame_stack, dim=1)
+    frames = renoise(frames, frame_levels, target, abar_steps, noise)
+    return frames_to_tokens(frames, frame_stack), new_levels
+
+
+def renoise(
+    x: torch.Tensor,
+    level_from: torch.Tensor,
+    level_to: torch.Tensor,
+    abar: torch.Tensor,
+    noise: torch.Tensor,
+) -> torch.Tensor:
+    """Forward-noise x (..., N, D) from per-item levels to higher ones (equal: unchanged)."""
+    ratio = (abar[level_to] / abar[level_from]).unsqueeze(-1).to(x.dtype)
+    return ratio.sqrt() * x + (1 - ratio).clamp(min=0).sqrt() * noise
+
+
+class DiffusionForcingPlanner:
+    """Batched receding-horizon planner around a trained `DiffusionForcingModel`.
+
+    `reset(batch_size, seeds)`, then `act(obs, reward, steps_left) -> actions` once per env step.
+    Each environment of the batch draws its noise from its own generator, so a batch of B gives
+    the same plans as B planners run one at a time with the same seeds.
+    """
+
+    def __init__(self, model: DiffusionForcingModel, normalizer, config: PlannerConfig):
+        config.validate()
+        self.model = model.eval()
+        self.normalizer = normalizer
+        self.config = config
+        self.device = next(model.parameters()).device
+        mc = model.config
+        self.frame_stack = mc.frame_stack
+        self.max_tokens = min(config.horizon_tokens or mc.max_tokens, mc.max_tokens)
+        step_levels = torch.arange(config.sampling_steps + 1)
+        self.train_levels = schedules.to_train_levels(
+            step_levels, config.sampling_steps, mc.num_levels
+        ).to(self.device)  # step level -> model level
+        self.abar = model.abar.to(self.device)  # (K + 1,) float64
+        self.abar_steps = self.abar[self.train_levels]  # (S + 1,)
+        for p in self.model.parameters():
+            p.requires_grad_(False)  # gradients flow to the plan only
+        self.reset(1)
+
+    # -- state -----------------------------------------------------------------------------
+    def reset(self, batch_size: int, seeds: list[int] | None = None) -> None:
+        seeds = seeds if seeds is not None else [None] * batch_size
+        self.generators = []
+        for s in seeds:
+            g = torch.Generator(device=self.device)
+            g.manual_seed(int(s) if s is not None else int(torch.seed() % 2**63))
+            self.generators.append(g)
+        self.tokens: torch.Tensor | None = None  # (B, T, D) noisy plan, normalised
+        self.levels: torch.Tensor | None = None  # (B, T) step levels
+        self.x0: torch.Tensor | None = None  # (B, T, D) latest clean estimate (for display)
+
+    def forget(self, envs) -> None:
+        """Drop the warm-start plan of these environments (their episode was reset)."""
+        if self.tokens is None:
+            return
+        s = self.config.sampling_steps
+        for k in envs:
+            g = self.generators[k]
+            self.tokens[k] = torch.randn(self.tokens.shape[1:], generator=g, device=self.device)
+            self.levels[k] = s
+
+    def _randn(self, *shape: int) -> torch.Tensor:
+        """(B, *shape) standard normal, row k from environment k's generator."""
+        return torch.stack(
+            [torch.randn(shape, generator=g, device=self.device) for g in self.generators]
+        )
+
+    # -- plan conversion ---------------------------------------------------------------------
+    def to_plan(self, x0: torch.Tensor, steps_left: torch.Tensor) -> Plan:
+        """(B, T, D) normalised tokens -> de-normalised `Plan` with the in-episode mask."""
+        frames = tokens_to_frames(x0, self.frame_stack)  # (B, H, obs + act)
+        od = self.model.config.obs_dim
+        obs = self.normalizer.denormalize_obs(frames[..., :od])
+        act = self.normalizer.denormalize_act(frames[..., od:])
+        h = frames.shape[1]
+        mask = (torch.arange(h, device=x0.device)[None] < steps_left[:, None]).to(x0.dtype)
+        return Plan(obs[..., :2], obs[..., 2:4], act, mask)
+
+    # -- one denoising row -------------------------------------------------------------------
+    def _row(self, x, level_from, level_to, first_obs, reward, steps_left):
+        """One guided DDIM row from step levels `level_from` to `level_to` (both (B, T))."""
+        cfg = self.config
+        k_from, k_to = self.train_levels[level_from], self.train_levels[level_to]
+        if reward is None or cfg.guidance_scale == 0:
+            with torch.no_grad():
+                x0 = self.model.predict_x0(x, k_from, first_obs)
+            return diffusion.ddim_step(x, x0, k_from, k_to, self.abar, cfg.eta, self._eta_gen()), x0
+        m, (b, t, d) = cfg.mcg_samples, x.shape
+        base = x.detach().requires_grad_(True)
+        offsets = torch.zeros(m, b, t, d, device=x.device, dtype=x.dtype)
+        if m > 1:
+            with torch.no_grad():
+                x0 = self.model.predict_x0(x, k_from, first_obs)
+                noise = self._randn(m - 1, t, d).transpose(0, 1)  # (M - 1, B, T, D)
+                futures = diffusion.q_sample(
+                    x0.expand(m - 1, b, t, d).reshape(-1, t, d),
+                    k_from.repeat(m - 1, 1),
+                    self.abar,
+                    noise.reshape(-1, t, d),
+                ).view(m - 1, b, t, d)
+                offsets[1:] = futures - x  # copy j: every token re-noised from x0 at its level
+        with torch.enable_grad():
+            xr = (base.unsqueeze(0) + offsets).reshape(m * b, t, d)
+            x0r = self.model.predict_x0(xr, k_from.repeat(m, 1), first_obs.repeat(m, 1))
+            # The reward sees one (B, ...) plan per sampled future, so per-env goals line up.
+            scores = [reward(self.to_plan(x0j, steps_left)) for x0j in x0r.view(m, b, t, d)]
+            score = torch.stack(scores).mean(0)  # (B,): Monte-Carlo average over futures
+            (grad,) = torch.autograd.grad(score.sum(), base)
+        x0 = x0r.view(m, b, t, d)[0].detach()
+        x_next = diffusion.ddim_step(x, x0, k_from, k_to, self.abar, cfg.eta, self._eta_gen())
+        sigma = (1 - self.abar[k_to]).sqrt().unsqueeze(-1).to(x.dtype)  # (B, T, 1)
+        return x_next + cfg.guidance_scale * sigma * grad, x0
+
+    def _eta_gen(self):
+        return self.generators[0] if self.config.eta > 0 else None
+
+    # -- one decision ------------------------------------------------------------------------
+    @torch.no_grad()
+    def act(self, obs, reward=None, steps_left=None) -> np.ndarray:
+        """obs (B, obs_dim) -> actions (B, act_dim) in [-1, 1]; replans from the current state.
+
+        reward: a callable on `Plan` (see dfplan.guidance), or None for unguided sampling.
+        steps_left: (B,) or int, steps remaining in the episode (caps the plan length).
+        """
+        obs_t = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=self.device)
+        b = obs_t.shape[0]
+        if len(self.generators) != b:
+            raise ValueError(f"planner was reset for {len(self.generators)} envs, got {b} obs")
+        if steps_left is None:
+            steps_left = self.max_tokens * self.frame_stack
+        steps_left = torch.as_tensor(steps_left, device=self.device).long().expand(b).clone()
+        steps_left = steps_left.clamp(min=1)
+        tokens = min(self.max_tokens, int(-(-int(steps_left.max()) // self.frame_stack)))
+        first_obs = self.normalizer.normalize_obs(obs_t)
+        profile = cold_schedule(self.config, tokens)  # (rows + 1, T)
+        d = self.model.config.token_dim
+        if self.config.warm_start and self.tokens is not None:
+            x, levels = self._warm_levels(profile[-1], tokens)
+            floor = profile[-1].to(self.device)
+            # Down one level per row until the profile is reached (refresh_rows for the pyramid).
+            depth = int((levels - floor).max())
+            rows = [torch.maximum(floor, levels - r) for r in range(depth + 1)]
+        else:
+            x = self._randn(tokens, d)
+            rows = [row.to(self.device).expand(b, tokens) for row in profile]
+        x0 = None
+        for lv_from, lv_to in zip(rows[:-1], rows[1:], strict=True):
+            x, x0 = self._row(x, lv_from, lv_to, first_obs, reward, steps_left)
+        self.tokens, self.levels, self.x0 = x.detach(), rows[-1].clone(), x0
+        first_action = tokens_to_frames(x0[:, :1], self.frame_stack)[
+            :, 0, self.model.config.obs_dim :
+        ]
+        action = self.normalizer.denormalize_act(first_action).clamp(-1.0, 1.0)
+        return action.cpu().numpy()
+
+    def _warm_levels(self, profile: torch.Tensor, tokens: int):
+        """Shift the previous plan by one frame and raise it to the refresh profile."""
+        s = self.config.sampling_steps
+        b, t, d = self.tokens.shape
+        fd = d // self.frame_stack
+        noise = self._randn(t * self.frame_stack, fd)
+        x, levels = shift_one_frame(
+            self.tokens, self.levels, self.frame_stack, self.abar_steps, noise
+        )
+        x, levels = x[:, :tokens], levels[:, :tokens]
+        if tokens > t:  # a longer plan than last time (e.g. a new episode): pure-noise tokens
+            x = torch.cat([x, self._randn(tokens - t, d)], dim=1)
+            levels = torch.cat([levels, torch.full_like(levels[:, :1], s).expand(b, tokens - t)], 1)
+        target = torch.clamp(profile.to(self.device) + self.config.refresh_rows, max=s)
+        target = torch.maximum(levels, target.expand_as(levels))
+        noise = self._randn(tokens, d)
+        x = renoise(x, levels, target, self.abar_steps, noise)
+        return x, target

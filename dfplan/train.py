@@ -1,0 +1,669 @@
+"""Training: windows of expert data -> Diffusion Forcing loss -> checkpoints (nanoGPT-style loop).
+
+One pass of the loop: sample B windows (never across episodes), give every token of every window
+its own uniformly drawn noise level, noise the tokens, predict x0 (or eps / v), MSE, AdamW step
+with linear warm-up and gradient clipping, optional EMA. Rank 0 logs `metrics.jsonl`, draws
+`curve.png` and writes `latest.*` checkpoints atomically; `resume=True` continues a run exactly
+(on CPU with a fixed seed, N steps + N resumed steps give the same weights as 2N steps).
+
+Under `torchrun --nproc_per_node N` (RANK / WORLD_SIZE set) the model is wrapped in
+DistributedDataParallel (gloo on CPU, nccl on CUDA) and rank r samples with seed + r.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import io
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from dfplan import diffusion
+from dfplan.checkpoint import (
+    atomic_write_bytes,
+    flatten_optimizer,
+    load_checkpoint,
+    load_resume,
+    resume_stem,
+    save_checkpoint,
+    save_resume,
+    unflatten_optimizer,
+)
+from dfplan.envs.tasks import get_task
+from dfplan.envs.trajectories import Trajectories
+from dfplan.errors import UserError
+from dfplan.model import DiffusionForcingModel, ModelConfig, frames_to_tokens
+
+# Recommended settings per maze. Windows cover the waypoint expert's longest run to the goal
+# (measured: max over 800 episodes per maze from random starts, fixed and random goals, action
+# noise 0 and 0.3: umaze 170, medium 332, large 538 steps) plus ~50 steps of arriving and holding,
+# rounded up to whole tokens; umaze keeps the official 300. Steps fit in under an hour on this
+# 2-core CPU (2 CPU-hours) at the measured 6.8 / 5.4 / 3.7 steps/s
+# (benchmarks/train_throughput.py); the REFERENCE.md probe planned well after 12k umaze steps.
+# Model: 0.85M parameters, 3.4 MB of float32 weights.
+RECOMMENDED: dict[str, dict] = {
+    "umaze": {"window": 300, "steps": 20_000, "n_layer": 4, "n_head": 4, "n_embd": 128},
+    "medium": {"window": 400, "steps": 16_000, "n_layer": 4, "n_head": 4, "n_embd": 128},
+    "large": {"window": 600, "steps": 12_000, "n_layer": 4, "n_head": 4, "n_embd": 128},
+}
+CHECKPOINT_NAME = "latest"
+
+
+@dataclass
+class TrainConfig:
+    task: str = "maze2d-umaze"  # CLI task name; its maze picks the defaults in RECOMMENDED
+    dataset: str | None = None  # Minari id, folder or D4RL hdf5; None: the task's dataset id
+    steps: int = 20_000  # total optimizer steps (a resumed run continues up to this)
+    batch_size: int = 64  # windows per step and per rank
+    lr: float = 4e-4  # AdamW peak learning rate (the probe's; official 2e-4 at batch 2048)
+    warmup: int = 200  # linear warm-up steps, then constant
+    weight_decay: float = 1e-4  # AdamW, on matrices only (not biases, norms)
+    grad_clip: float = 1.0  # max global gradient norm
+    ema_decay: float = 0.0  # EMA of weights saved instead of raw weights; 0 = off (official)
+    window: int = 300  # env steps per training window; a multiple of model.frame_stack
+    seed: int = 0  # model init, window and noise sampling (rank r uses seed + r)
+    checkpoint_every: int = 1000  # steps between `latest.*` checkpoints (and one at the end)
+    log_every: int = 50  # steps between metrics.jsonl records
+    out: str | None = None  # run folder; None: $DFPLAN_HOME/runs/<task>
+    device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1"
+    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    resume: bool = False  # continue the run in `out` from its latest checkpoint
+    progress: bool = True  # tqdm bar on rank 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in d.items() if k in known and k != "model"}
+        return cls(**kwargs, model=ModelConfig(**d.get("model", {})))
+
+
+def recommended_config(task: str) -> TrainConfig:
+    """The shipped training configuration for a task (see RECOMMENDED)."""
+    rec = RECOMMENDED[get_task(task).maze]
+    frame_stack = ModelConfig.frame_stack
+    model = ModelConfig(
+        n_layer=rec["n_layer"],
+        n_head=rec["n_head"],
+        n_embd=rec["n_embd"],
+        max_tokens=rec["window"] // frame_stack,
+    )
+    return TrainConfig(task=task, steps=rec["steps"], window=rec["window"], model=model)
+
+
+def dfplan_home() -> Path:
+    return Path(os.environ.get("DFPLAN_HOME", "~/.cache/dfplan")).expanduser()
+
+
+# -- data ------------------------------------------------------------------------------------
+@dataclass
+class Normalizer:
+    """Per-dimension z-scores of observations and actions (official: per-dimension too)."""
+
+    obs_mean: np.ndarray  # (obs_dim,) float32
+    obs_std: np.ndarray
+    act_mean: np.ndarray  # (act_dim,) float32
+    act_std: np.ndarray
+
+    MIN_STD = 1e-6  # a constant dimension is centred, not blown up
+
+    @classmethod
+    def from_trajectories(cls, data: Trajectories) -> Normalizer:
+        obs = data.observations.astype(np.float64)
+        act = data.actions.astype(np.float64)
+        return cls(
+            obs.mean(0).astype(np.float32),
+            np.maximum(obs.std(0), cls.MIN_STD).astype(np.float32),
+            act.mean(0).astype(np.float32),
+            np.maximum(act.std(0), cls.MIN_STD).astype(np.float32),
+        )
+
+    def to_dict(self) -> dict:
+        return {
+            k: getattr(self, k).tolist() for k in ("obs_mean", "obs_std", "act_mean", "act_std")
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Normalizer:
+        return cls(**{k: np.asarray(d[k], dtype=np.float32) for k in cls.__annotations__ if k in d})
+
+    @staticmethod
+    def _cast(x, v: np.ndarray):
+        return torch.as_tensor(v, dtype=x.dtype, device=x.device) if torch.is_tensor(x) else v
+
+    def normalize_obs(self, x):
+        """numpy array or tensor (..., obs_dim) -> same type, z-scored."""
+        return (x - self._cast(x, self.obs_mean)) / self._cast(x, self.obs_std)
+
+    def denormalize_obs(self, x):
+        return x * self._cast(x, self.obs_std) + self._cast(x, self.obs_mean)
+
+    def normalize_act(self, x):
+        return (x - self._cast(x, self.act_mean)) / self._cast(x, self.act_std)
+
+    def denormalize_act(self, x):
+        return x * self._cast(x, self.act_std) + self._cast(x, self.act_mean)
+
+
+def dataset_fingerprint(data: Trajectories) -> str:
+    """Short hash of observations, actions and episode ends: same data, same fingerprint."""
+    h = hashlib.sha256()
+    for a in (data.observations, data.actions, data.episode_bounds()):
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
+
+
+class WindowSampler:
+    """Uniformly drawn stride-1 windows of `window` frames that never cross an episode end.
+
+    Frame i of an episode is [obs_{i+1}, action_i] (normalised), so an episode of L rows has L - 1
+    frames and L - window valid starts. `sample(B)` returns first_obs (B, obs_dim), the
+    observation before the window's first frame, and tokens (B, window / frame_stack, token_dim).
+    Its randomness is one CPU torch.Generator whose state resumes the sampler exactly.
+    """
+
+    def __init__(
+        self, data: Trajectories, window: int, frame_stack: int, normalizer: Normalizer, seed: int
+    ):
+        if window < 1 or window % frame_stack:
+            raise UserError(f"window ({window}) must be a positive multiple of {frame_stack}")
+        bounds = data.episode_bounds()
+        lengths = bounds[:, 1] - bounds[:, 0]
+        starts = [np.arange(s, e - window) for s, e in bounds if e - s > window]
+        if not starts:
+            raise UserError(
+                f"no episode is long enough for windows of {window} steps (the longest has "
+                f"{lengths.max()} rows, {window + 1} needed); use a smaller --window"
+            )
+        self.window, self.frame_stack = window, frame_stack
+        self.starts = torch.from_numpy(np.concatenate(starts))  # (S,) int64 row indices
+        obs = torch.from_numpy(normalizer.normalize_obs(data.observations).astype(np.float32))
+        act = torch.from_numpy(normalizer.normalize_act(data.actions).astype(np.float32))
+        self.obs = obs  # (N, obs_dim)
+        # Row t's frame [o_{t+1}, a_t]; rows whose t + 1 is in the next episode are never used.
+        self.frames = torch.cat([obs[1:], act[:-1]], dim=1)  # (N - 1, obs_dim + act_dim)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def sample(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        pick = torch.randint(len(self.starts), (batch_size,), generator=self.generator)
+        start = self.starts[pick]  # (B,)
+        rows = start[:, None] + torch.arange(self.window)  # (B, window)
+        tokens = frames_to_tokens(self.frames[rows], self.frame_stack)  # (B, T, token_dim)
+        return self.obs[start], tokens
+
+
+# -- the loss --------------------------------------------------------------------------------
+def sample_levels(
+    shape: tuple[int, int], num_levels: int, generator: torch.Generator, device=None
+) -> torch.Tensor:
+    """(B, T) levels drawn uniformly from {0, ..., K}, independently per token and per sample.
+
+    Level 0 (clean) is included so the model sees exactly clean context tokens, as the planner
+    feeds it once the near future is committed; those tokens carry no loss.
+    """
+    return torch.randint(0, num_levels + 1, shape, generator=generator, device=device)
+
+
+def noisy_batch(
+    x0: torch.Tensor, abar: torch.Tensor, num_levels: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Clean tokens (B, T, D) -> (x_noisy (B, T, D), levels (B, T), noise (B, T, D))."""
+    levels = sample_levels(x0.shape[:2], num_levels, generator, x0.device)
+    noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    return diffusion.q_sample(x0, levels, abar, noise), levels, noise
+
+
+def diffusion_loss(
+    model: DiffusionForcingModel,
+    first_obs: torch.Tensor,
+    x0: torch.Tensor,
+    generator: torch.Generator,
+    net: torch.nn.Module | None = None,
+) -> torch.Tensor:
+    """Plain MSE on the model's parametrisation, averaged over noisy (level > 0) tokens.
+
+    `net` is what runs the forward pass (a DDP wrapper of `model`); `model` gives config and abar.
+    """
+    cfg = model.config
+    x_noisy, levels, noise = noisy_batch(x0, model.abar, cfg.num_levels, generator)
+    pred = (net or model)(x_noisy, levels, first_obs).float()  # (B, T, D)
+    if cfg.prediction == "x0":
+        target = x0
+    elif cfg.prediction == "eps":
+        target = noise
+    else:
+        target = diffusion.v_from_x0_eps(x0, noise, levels, model.abar)
+    per_token = (pred - target).pow(2).mean(-1)  # (B, T)
+    noisy = (levels > 0).float()  # a clean token has nothing to denoise (eps, v undefined)
+    return (per_token * noisy).sum() / noisy.sum().clamp(min=1.0)
+
+
+def lr_at(step: int, config: TrainConfig) -> float:
+    """Linear warm-up from lr / warmup to lr over `warmup` steps, then constant."""
+    if config.warmup <= 0:
+        return config.lr
+    return config.lr * min(1.0, (step + 1) / config.warmup)
+
+
+def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    rest = [p for p in model.parameters() if p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": rest, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.999))
+
+
+# -- distributed helpers ---------------------------------------------------------------------
+def _setup_distributed(device: str) -> tuple[int, int, torch.device, bool]:
+    """(rank, world size, device, whether we initialised the process group)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device} requested but no CUDA GPU is available; use cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None:  # one GPU per process: LOCAL_RANK's under torchrun
+        local = int(os.environ.get("LOCAL_RANK", "0")) if world > 1 else torch.cuda.current_device()
+        dev = torch.device("cuda", local)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    started = False
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        started = True
+    return rank, world, dev, started
+
+
+def _gather(t: torch.Tensor, world: int, device: torch.device) -> list[torch.Tensor]:
+    """Every rank's copy of a same-shaped tensor, on CPU (RNG states: uint8)."""
+    if world == 1:
+        return [t.cpu()]
+    comm = device if device.type == "cuda" else torch.device("cpu")  # nccl needs CUDA tensors
+    local = t.to(comm)
+    parts = [torch.empty_like(local) for _ in range(world)]
+    dist.all_gather(parts, local)
+    return [p.cpu() for p in parts]
+
+
+# -- outputs ---------------------------------------------------------------------------------
+def _read_metrics(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut by a crash
+    return records
+
+
+def write_curve(metrics_path: Path, png_path: Path, title: str) -> None:
+    """Loss vs step from metrics.jsonl, as a PNG (no pyplot: no global state, no display)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    records = _read_metrics(metrics_path)
+    if not records:
+        return
+    fig = Figure(figsize=(6, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.plot([r["step"] for r in records], [r["loss"] for r in records], lw=1.2)
+    ax.set_yscale("log")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss (MSE, log scale)")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    atomic_write_bytes(png_path, buf.getvalue())
+
+
+# -- the training loop -----------------------------------------------------------------------
+def train(config: TrainConfig, data: Trajectories) -> Path:
+    """Train (or resume) a Diffusion Forcing model on `data`; returns the checkpoint stem.
+
+    Writes into the run folder: `latest.safetensors` + `latest.json` (the model: EMA weights if
+    EMA is on), `latest.resume.*` (optimizer, EMA, RNG, step), `metrics.jsonl`, `curve.png`.
+    """
+    task = get_task(config.task)
+    mcfg = config.model
+    try:
+        mcfg.validate()
+    except ValueError as e:
+        raise UserError(f"invalid model settings: {e}") from None
+    if config.steps < 1 or config.batch_size < 1:
+        raise UserError(
+            f"steps and batch size must be >= 1 (got {config.steps}, {config.batch_size})"
+        )
+    if config.window % mcfg.frame_stack or config.window // mcfg.frame_stack > mcfg.max_tokens:
+        raise UserError(
+            f"--window {config.window} must be a multiple of {mcfg.frame_stack} and at most "
+            f"{mcfg.max_tokens * mcfg.frame_stack} (max_tokens x frame_stack)"
+        )
+    if (data.obs_dim, data.act_dim) != (mcfg.obs_dim, mcfg.action_dim):
+        raise UserError(
+            f"the dataset has observations of size {data.obs_dim} and actions of size "
+            f"{data.act_dim}; the model expects {mcfg.obs_dim} and {mcfg.action_dim}"
+        )
+    rank, world, device, started = _setup_distributed(config.device)
+    out = Path(config.out).expanduser() if config.out else dfplan_home() / "runs" / task.name
+    stem = out / CHECKPOINT_NAME
+    metrics_path = out / "metrics.jsonl"
+    fingerprint = dataset_fingerprint(data)
+    is_main = rank == 0
+    try:
+        # Everything is built from the seed first, then overwritten by the resume state.
+        torch.manual_seed(config.seed)
+        raw = DiffusionForcingModel(mcfg).to(device)
+        ema = copy.deepcopy(raw).requires_grad_(False) if config.ema_decay > 0 else None
+        opt = make_optimizer(raw, config)
+        torch.manual_seed(config.seed + rank)  # dropout: same init everywhere, masks per rank
+        step = 0
+        normalizer = Normalizer.from_trajectories(data)
+        noise_gen = torch.Generator(device).manual_seed(config.seed + rank)
+        if config.resume:
+            state = _load_resume_state(stem, config, fingerprint)
+            normalizer = state["normalizer"]
+        elif stem.with_name(stem.name + ".json").exists():
+            raise UserError(
+                f"{out} already holds a training run; pass --resume to continue it, "
+                "or choose another --out (or delete that folder)"
+            )
+        sampler = WindowSampler(
+            data, config.window, mcfg.frame_stack, normalizer, config.seed + rank
+        )
+        if config.resume:
+            step = _apply_resume_state(state, raw, ema, opt, sampler, noise_gen, rank, world)
+        if world > 1:
+            dist.barrier()  # every rank has read the old files before rank 0 writes new ones
+        if is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            kept = [r for r in _read_metrics(metrics_path) if r["step"] <= step]
+            atomic_write_bytes(metrics_path, "".join(json.dumps(r) + "\n" for r in kept).encode())
+        net = raw
+        if world > 1:
+            ids = [device.index] if device.type == "cuda" else None
+            net = torch.nn.parallel.DistributedDataParallel(raw, device_ids=ids)
+        use_amp = config.amp and device.type == "cuda"
+        meta = {
+            "task": task.name,
+            "dataset": config.dataset or task.dataset_id,
+            "dataset_fingerprint": fingerprint,
+            "normalizer": normalizer.to_dict(),
+            "window": config.window,
+            "train_config": asdict(config),
+        }
+
+        def save() -> None:
+            _save(stem, raw, ema, opt, sampler, noise_gen, meta, step, world, device, is_main)
+            if is_main:
+                write_curve(metrics_path, out / "curve.png", f"{task.name}: Diffusion Forcing")
+
+        bar = tqdm(
+            total=config.steps,
+            initial=step,
+            disable=not (config.progress and is_main),
+            unit="step",
+            desc=f"train {task.name}",
+        )
+        raw.train()
+        loss_sum = torch.zeros((), device=device)
+        if step >= config.steps and is_main:
+            tqdm.write(f"{stem} is already at step {step} (>= {config.steps}): nothing to do")
+        tic, last_step = time.perf_counter(), step
+        while step < config.steps:
+            first_obs, tokens = sampler.sample(config.batch_size)
+            first_obs, tokens = first_obs.to(device), tokens.to(device)
+            lr = lr_at(step, config)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                loss = diffusion_loss(raw, first_obs, tokens, noise_gen, net=net)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(raw.parameters(), config.grad_clip)
+            opt.step()
+            if ema is not None:
+                with torch.no_grad():
+                    for pe, p in zip(ema.parameters(), raw.parameters(), strict=True):
+                        pe.lerp_(p, 1.0 - config.ema_decay)
+            step += 1
+            loss_sum += loss.detach()
+            bar.update(1)
+            if step % config.log_every == 0 or step == config.steps:
+                if world > 1:
+                    dist.all_reduce(loss_sum)
+                mean_loss = loss_sum.item() / (world * (step - last_step))
+                seconds = time.perf_counter() - tic
+                rate = (step - last_step) / max(seconds, 1e-9)
+                record = {
+                    "step": step,
+                    "loss": mean_loss,
+                    "lr": lr,
+                    "grad_norm": float(grad_norm),
+                    "steps_per_s": rate,
+                    "samples_per_s": rate * config.batch_size * world,
+                    "time": time.time(),
+                }
+                if is_main:
+                    with open(metrics_path, "a") as f:
+                        f.write(json.dumps(record) + "\n")
+                bar.set_postfix(loss=f"{mean_loss:.4f}")
+                loss_sum.zero_()
+                tic, last_step = time.perf_counter(), step
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                save()
+        bar.close()
+        if world > 1:
+            dist.barrier()
+        return stem
+    finally:
+        if started and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _save(stem, raw, ema, opt, sampler, noise_gen, meta, step, world, device, is_main) -> None:
+    """Checkpoint + resume state. Every rank joins (RNG states are gathered); rank 0 writes."""
+    rng = {
+        "torch": torch.get_rng_state(),
+        "data": sampler.generator.get_state(),
+        "noise": noise_gen.get_state(),
+    }
+    if device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state(device)
+    gathered = {name: _gather(t, world, device) for name, t in rng.items()}
+    if not is_main:
+        return
+    save_id = save_checkpoint(stem, ema if ema is not None else raw, {**meta, "train_step": step})
+    tensors = {f"model.{k}": v for k, v in raw.state_dict().items()}
+    if ema is not None:
+        tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
+    opt_tensors, opt_info = flatten_optimizer(opt.state_dict())
+    tensors.update(opt_tensors)
+    for name, parts in gathered.items():
+        tensors.update({f"rng.{name}.rank{r}": t for r, t in enumerate(parts)})
+    info = {
+        "step": step,
+        "world_size": world,
+        "checkpoint_save_id": save_id,
+        "optimizer": opt_info,
+        "train_config": meta["train_config"],
+    }
+    save_resume(stem, tensors, info)
+
+
+def _load_resume_state(stem: Path, config: TrainConfig, fingerprint: str) -> dict:
+    if not (stem.parent / f"{resume_stem(stem).name}.json").exists():
+        raise UserError(
+            f"nothing to resume in {stem.parent} (no {stem.name}.resume.json); "
+            "drop --resume to start a new run"
+        )
+    _, meta = load_checkpoint(stem, task=config.task)
+    tensors, info = load_resume(stem)
+    if info.get("checkpoint_save_id") != meta.get("save_id"):
+        raise UserError(
+            f"{stem}.resume.* does not belong to {stem}.* (an interrupted save?); "
+            "start a new run with another --out"
+        )
+    if meta["config"] != asdict(config.model):
+        raise UserError(
+            f"the run in {stem.parent} was trained with model settings {meta['config']}; "
+            "resume it with the same settings, or start a new run with another --out"
+        )
+    if meta.get("dataset_fingerprint") != fingerprint:
+        raise UserError(
+            f"the run in {stem.parent} was trained on other data (fingerprint "
+            f"{meta.get('dataset_fingerprint')}, this dataset {fingerprint}); resume it on the "
+            "same --dataset, or start a new run with another --out"
+        )
+    return {
+        "tensors": tensors,
+        "info": info,
+        "normalizer": Normalizer.from_dict(meta["normalizer"]),
+    }
+
+
+def _apply_resume_state(state, raw, ema, opt, sampler, noise_gen, rank, world) -> int:
+    tensors, info = state["tensors"], state["info"]
+    device = next(raw.parameters()).device
+
+    def sub(prefix: str) -> dict:
+        return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+    raw.load_state_dict(sub("model."))
+    if ema is not None:
+        saved = sub("ema.")
+        ema.load_state_dict(saved if saved else raw.state_dict())  # EMA newly switched on
+    opt_state = unflatten_optimizer(tensors, info["optimizer"])
+    opt.load_state_dict(opt_state)  # moves the state to the parameters' device
+    step = int(info["step"])
+    if info.get("world_size") == world:
+        torch.set_rng_state(tensors[f"rng.torch.rank{rank}"])
+        sampler.generator.set_state(tensors[f"rng.data.rank{rank}"])
+        noise_gen.set_state(tensors[f"rng.noise.rank{rank}"].to(noise_gen.get_state().device))
+        if device.type == "cuda" and f"rng.cuda.rank{rank}" in tensors:
+            torch.cuda.set_rng_state(tensors[f"rng.cuda.rank{rank}"], device)
+    else:
+        # Another number of ranks: the per-rank streams cannot continue; fresh ones, still
+        # distinct per rank and per resume point. Training resumes, no longer bit-exact.
+        tqdm.write(
+            f"resuming a {info.get('world_size')}-rank run on {world} ranks: "
+            "data order differs from an uninterrupted run"
+        )
+        reseed = (sampler.generator.initial_seed() + 1_000_003 * step) % 2**63
+        sampler.generator.manual_seed(reseed)
+        noise_gen.manual_seed(reseed + 1)
+    return step
+
+
+# -- CLI glue --------------------------------------------------------------------------------
+# flag -> TrainConfig field; all default to None so only flags given override the base config.
+_TRAIN_FLAGS = {
+    "steps": int,
+    "batch_size": int,
+    "lr": float,
+    "warmup": int,
+    "weight_decay": float,
+    "grad_clip": float,
+    "ema_decay": float,
+    "window": int,
+    "seed": int,
+    "checkpoint_every": int,
+    "log_every": int,
+    "out": str,
+    "device": str,
+    "dataset": str,
+}
+_MODEL_FLAGS = {"n_layer": int, "n_head": int, "n_embd": int, "prediction": str, "dropout": float}
+_HELP = {
+    "steps": "total optimizer steps (default: per maze, see dfplan.train.RECOMMENDED)",
+    "batch_size": "windows per step and per process (default 64)",
+    "lr": "AdamW learning rate (default 4e-4)",
+    "warmup": "linear warm-up steps (default 200)",
+    "weight_decay": "AdamW weight decay (default 1e-4)",
+    "grad_clip": "gradient norm clip (default 1.0)",
+    "ema_decay": "EMA decay of saved weights, 0 = off (default 0)",
+    "window": "env steps per training window, a multiple of 10 (default: per maze)",
+    "seed": "random seed (default 0)",
+    "checkpoint_every": "steps between checkpoints (default 1000)",
+    "log_every": "steps between metrics.jsonl records (default 50)",
+    "out": "run folder (default: $DFPLAN_HOME/runs/TASK)",
+    "device": "auto, cpu, cuda or cuda:N (default auto)",
+    "dataset": "Minari dataset id or folder, or a D4RL .hdf5 file (default: the task's dataset)",
+    "n_layer": "transformer blocks (default 4)",
+    "n_head": "attention heads (default 4)",
+    "n_embd": "transformer width (default 128)",
+    "prediction": "what the network predicts: x0, eps or v (default x0)",
+    "dropout": "dropout rate (default 0)",
+}
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `dfplan train TASK ...`: the task, then optional TrainConfig overrides."""
+    parser.add_argument("task", help="task name, e.g. maze2d-umaze, maze2d-large")
+    for name, kind in {**_TRAIN_FLAGS, **_MODEL_FLAGS}.items():
+        flag = "--" + name.replace("_", "-")
+        extra = {"choices": ("x0", "eps", "v")} if name == "prediction" else {}
+        parser.add_argument(flag, type=kind, default=None, help=_HELP[name], **extra)
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    parser.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """`dfplan train`: build the config (stored run's when resuming, else recommended), apply
+    the flags given, load the dataset, train. Returns the exit code."""
+    from dfplan.envs.datasets import load_trajectories
+
+    task = get_task(args.task)
+    out = Path(args.out).expanduser() if args.out else dfplan_home() / "runs" / task.name
+    stored = out / f"{CHECKPOINT_NAME}.json"
+    config = recommended_config(task.name)
+    if args.resume and stored.exists():
+        try:
+            config = TrainConfig.from_dict(json.loads(stored.read_text())["train_config"])
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise UserError(
+                f"{stored} is corrupt ({e}); start a new run with another --out"
+            ) from None
+    overrides = {k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k) is not None}
+    model_overrides = {k: getattr(args, k) for k in _MODEL_FLAGS if getattr(args, k) is not None}
+    if args.window is not None:  # positions must cover the new window
+        model_overrides.setdefault("max_tokens", args.window // config.model.frame_stack)
+    config = TrainConfig(
+        **{
+            **asdict(config),
+            **overrides,
+            "task": task.name,
+            "out": str(out),
+            "resume": args.resume,
+            "amp": config.amp and not args.no_amp,
+            "progress": not args.no_progress,
+            "model": ModelConfig(**{**asdict(config.model), **model_overrides}),
+        }
+    )
+    if config.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {config.device} requested but no CUDA GPU is available; use cpu")
+    data = load_trajectories(config.dataset or task.dataset_id)
+    stem = train(config, data)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"checkpoint: {stem}.safetensors + {stem.name}.json")
+    return 0
