@@ -94,7 +94,7 @@ class DiffusionForcingPolicy:
             self.t[jumped] = 0
             self.planner.forget(np.flatnonzero(jumped))
         steps_left = np.maximum(self.max_episode_steps - self.t, 1)
-        reward = GoalReward(torch.as_tensor(goals, dtype=torch.float32))
+        reward = GoalReward(torch.tensor(goals, dtype=torch.float32))
         actions = self.planner.act(obs, reward, steps_left)
         self.t += 1
         self.last = obs[:, :2].copy()

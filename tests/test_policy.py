@@ -1,0 +1,83 @@
+"""DiffusionForcingPolicy in real gymnasium loops, with a small checkpoint saved here."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import dfplan  # noqa: F401
+from dfplan.checkpoint import save_checkpoint
+from dfplan.errors import UserError
+from dfplan.model import DiffusionForcingModel, ModelConfig
+from dfplan.policies.diffusion_forcing import DiffusionForcingPolicy
+from dfplan.train import Normalizer
+
+NORMALIZER = Normalizer(
+    np.array([2, 2, 0, 0], np.float32),
+    np.array([1, 1, 1, 1], np.float32),
+    np.zeros(2, np.float32),
+    np.full(2, 0.5, np.float32),
+)
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    model = DiffusionForcingModel(
+        ModelConfig(n_layer=1, n_head=2, n_embd=16, max_tokens=4, frame_stack=5)
+    )
+    planner = {"sampling_steps": 4, "mcg_samples": 2, "refresh_rows": 1}
+    meta = {"task": "maze2d-umaze", "normalizer": NORMALIZER.to_dict(), "planner": planner}
+    save_checkpoint(tmp_path / "tiny", model, meta)
+    return tmp_path / "tiny"
+
+
+def test_vector_env_batch_equals_single_policies(tiny_checkpoint):
+    n = 8
+    envs = gym.make_vec("dfplan/multi2d-umaze-v1", num_envs=n, vectorization_mode="sync")
+    obs, info = envs.reset(seed=list(range(n)))
+    batched = DiffusionForcingPolicy.from_pretrained("multi2d-umaze", tiny_checkpoint, "cpu")
+    batched.reset(seed=50)
+    batch_actions = []
+    for _ in range(3):
+        a = batched.act(obs, info)
+        assert a.shape == (n, 2) and np.all(np.abs(a) <= 1.0)
+        batch_actions.append(a)
+        obs, _, _, _, info = envs.step(a)
+    for k in range(n):
+        env = gym.make("dfplan/multi2d-umaze-v1")
+        o, i = env.reset(seed=k)
+        single = DiffusionForcingPolicy.from_pretrained("multi2d-umaze", tiny_checkpoint, "cpu")
+        single.reset(seed=50 + k)
+        for step in range(3):
+            a = single.act(o, i)
+            assert a.shape == (2,)
+            np.testing.assert_allclose(a, batch_actions[step][k], rtol=1e-4, atol=1e-5)
+            o, _, _, _, i = env.step(a)
+
+
+def test_policy_runs_a_plain_gymnasium_loop_and_checks_inputs(tiny_checkpoint):
+    env = gym.make("dfplan/maze2d-umaze-v1")
+    policy = DiffusionForcingPolicy.from_pretrained("maze2d-umaze", tiny_checkpoint, "cpu")
+    obs, info = env.reset(seed=0)
+    policy.reset(seed=0)
+    for _ in range(5):
+        obs, reward, terminated, truncated, info = env.step(policy.act(obs, info))
+    with pytest.raises(ValueError, match="NaN"):
+        policy.act(np.array([np.nan, 1, 0, 0]), info)
+    policy.reset()
+    with pytest.raises(ValueError, match="needs a goal"):
+        policy.act(obs)
+
+
+def test_checkpoint_of_another_maze_is_refused(tiny_checkpoint):
+    with pytest.raises(UserError, match="not the large maze"):
+        DiffusionForcingPolicy.from_pretrained("maze2d-large", tiny_checkpoint, "cpu")
+
+
+def test_missing_shipped_checkpoint_says_how_to_train(monkeypatch, tmp_path):
+    from dfplan import checkpoint
+
+    monkeypatch.setattr(checkpoint, "SHIPPED_DIR", tmp_path / "none")
+    with pytest.raises(UserError, match="dfplan train maze2d-medium"):
+        DiffusionForcingPolicy.from_pretrained("multi2d-medium")
