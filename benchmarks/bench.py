@@ -36,13 +36,51 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=100, help="episodes run in lock-step")
     p.add_argument("--out", default=None, help="folder for the JSON result (default ./results)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument(
+        "--planner",
+        nargs="*",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override planner settings, e.g. guidance_scale=0.5 mcg_samples=8",
+    )
+    p.add_argument("--label", default=None, help="name for this variant in tables, plots, files")
 
 
-def make_policy(method: str, task, checkpoint: str | None, device: str | None):
+def parse_overrides(pairs: list[str]) -> dict:
+    """['guidance_scale=0.5', 'warm_start=false'] -> typed PlannerConfig overrides."""
+    from dataclasses import fields
+
+    from dfplan.planner import PlannerConfig
+
+    types = {f.name: f.type for f in fields(PlannerConfig)}
+    out = {}
+    for pair in pairs:
+        name, _, text = pair.partition("=")
+        if name not in types or not text:
+            raise UserError(
+                f"--planner takes FIELD=VALUE with FIELD one of {', '.join(types)}; got '{pair}'"
+            )
+        kind = types[name] if isinstance(types[name], str) else types[name].__name__
+        try:
+            if kind == "bool":
+                if text.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError
+                out[name] = text.lower() in ("true", "1")
+            else:
+                out[name] = {"int": int, "float": float, "str": str}[kind](text)
+        except ValueError:
+            msg = f"--planner {name} needs a value of type {kind}, got '{text}'"
+            raise UserError(msg) from None
+    return out
+
+
+def make_policy(method: str, task, checkpoint: str | None, device: str | None, planner=()):
     if method in ("df", "df-nomcg"):
         from dfplan.policies.diffusion_forcing import DiffusionForcingPolicy
 
-        overrides = {"mcg_samples": 1} if method == "df-nomcg" else {}
+        overrides = parse_overrides(list(planner))
+        if method == "df-nomcg":
+            overrides["mcg_samples"] = 1
         return DiffusionForcingPolicy.from_pretrained(task.name, checkpoint, device, **overrides)
     if method == "expert":
         from dfplan.policies import WaypointExpert
@@ -96,7 +134,7 @@ def run_bench(args: argparse.Namespace) -> int:
         msg = f"cannot write results to {out} ({e.strerror}); pass a writable --out"
         raise UserError(msg) from None
 
-    policy = make_policy(args.method, task, args.checkpoint, device)
+    policy = make_policy(args.method, task, args.checkpoint, device, args.planner)
     tic = time.perf_counter()
     records, dps = run_episodes(task, policy, args.episodes, args.seed, args.batch_size)
     wall = time.perf_counter() - tic
@@ -104,6 +142,7 @@ def run_bench(args: argparse.Namespace) -> int:
     result = {
         "task": task.name,
         "method": args.method,
+        "label": args.label,
         "episodes": args.episodes,
         "seed": args.seed,
         **{
@@ -126,7 +165,8 @@ def run_bench(args: argparse.Namespace) -> int:
         "step, seeds seed..seed+N-1, D4RL-normalised x100, mean +- SE",
         "per_episode": [r.to_dict() for r in records],
     }
-    path = out / f"{task.name}_{args.method}.json"
+    name = f"{task.name}_{args.method}" + (f"_{args.label}" if args.label else "")
+    path = out / f"{name}.json"
     write_json_atomic(path, result)
     print_table([result])
     print(f"result: {path}")
@@ -153,8 +193,9 @@ def print_table(results: list[dict]) -> None:
     for r in results:
         score = f"{r['normalized_mean']:.1f} +- {r['normalized_sem']:.1f}"
         to_goal = f"{r['steps_to_goal_mean']:.0f}" if r["steps_to_goal_mean"] else "-"
+        method = r.get("label") or r["method"]
         print(
-            f"{r['task']:15s} {r['method']:9s} {score:>14s} {r['raw_mean']:>7.1f} "
+            f"{r['task']:15s} {method:9s} {score:>14s} {r['raw_mean']:>7.1f} "
             f"{r['success_rate']:>8.0%} {to_goal:>8s} {r['decisions_per_second']:>8.1f} "
             f"{r['wall_seconds']:>7.1f}"
         )

@@ -114,6 +114,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="score a planner on the benchmark protocol")
     add_bench_arguments(p)
     p.set_defaults(func=run_bench)
+
+    from dfplan.benchmarks.plots import add_plot_arguments, run_plot
+
+    p = sub.add_parser("plot", help="success curves and score plots from bench results")
+    add_plot_arguments(p)
+    p.set_defaults(func=run_plot)
     return parser
 
 

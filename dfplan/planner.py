@@ -53,15 +53,19 @@ class PlannerConfig:
             raise ValueError("guidance_scale, horizon_tokens and eta must be >= 0")
 
 
-def cold_schedule(config: PlannerConfig, tokens: int) -> torch.Tensor:
-    """(rows + 1, T) step levels from pure noise to the first row where token 0 is clean."""
+def full_schedule(config: PlannerConfig, tokens: int) -> torch.Tensor:
+    """(rows + 1, T) step levels of the configured schedule, from pure noise to all clean."""
     s = config.sampling_steps
     if config.schedule == "pyramid":
-        matrix = schedules.pyramid(tokens, s, config.uncertainty)
-    elif config.schedule == "full_sequence":
-        matrix = schedules.full_sequence(tokens, s)
-    else:
-        matrix = schedules.autoregressive(tokens, s)
+        return schedules.pyramid(tokens, s, config.uncertainty)
+    if config.schedule == "full_sequence":
+        return schedules.full_sequence(tokens, s)
+    return schedules.autoregressive(tokens, s)
+
+
+def cold_schedule(config: PlannerConfig, tokens: int) -> torch.Tensor:
+    """The rows of the full schedule up to the first one where token 0 is clean."""
+    matrix = full_schedule(config, tokens)
     first_clean = int((matrix[:, 0] == 0).nonzero()[0])
     return matrix[: first_clean + 1]
 
@@ -209,13 +213,7 @@ class DiffusionForcingPlanner:
         return self.generators[0] if self.config.eta > 0 else None
 
     # -- one decision ------------------------------------------------------------------------
-    @torch.no_grad()
-    def act(self, obs, reward=None, steps_left=None) -> np.ndarray:
-        """obs (B, obs_dim) -> actions (B, act_dim) in [-1, 1]; replans from the current state.
-
-        reward: a callable on `Plan` (see dfplan.guidance), or None for unguided sampling.
-        steps_left: (B,) or int, steps remaining in the episode (caps the plan length).
-        """
+    def _prepare(self, obs, steps_left):
         obs_t = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=self.device)
         b = obs_t.shape[0]
         if len(self.generators) != b:
@@ -225,9 +223,25 @@ class DiffusionForcingPlanner:
         steps_left = torch.as_tensor(steps_left, device=self.device).long().expand(b).clone()
         steps_left = steps_left.clamp(min=1)
         tokens = min(self.max_tokens, int(-(-int(steps_left.max()) // self.frame_stack)))
-        first_obs = self.normalizer.normalize_obs(obs_t)
+        return self.normalizer.normalize_obs(obs_t), steps_left, tokens
+
+    def _run(self, x, rows, first_obs, reward, steps_left):
+        """Denoise x through consecutive rows of (B, T) step levels; returns (x, last x0)."""
+        x0 = None
+        for lv_from, lv_to in zip(rows[:-1], rows[1:], strict=True):
+            x, x0 = self._row(x, lv_from, lv_to, first_obs, reward, steps_left)
+        return x, x0
+
+    @torch.no_grad()
+    def act(self, obs, reward=None, steps_left=None) -> np.ndarray:
+        """obs (B, obs_dim) -> actions (B, act_dim) in [-1, 1]; replans from the current state.
+
+        reward: a callable on `Plan` (see dfplan.guidance), or None for unguided sampling.
+        steps_left: (B,) or int, steps remaining in the episode (caps the plan length).
+        """
+        first_obs, steps_left, tokens = self._prepare(obs, steps_left)
+        b = first_obs.shape[0]
         profile = cold_schedule(self.config, tokens)  # (rows + 1, T)
-        d = self.model.config.token_dim
         if self.config.warm_start and self.tokens is not None:
             x, levels = self._warm_levels(profile[-1], tokens)
             floor = profile[-1].to(self.device)
@@ -235,17 +249,34 @@ class DiffusionForcingPlanner:
             depth = int((levels - floor).max())
             rows = [torch.maximum(floor, levels - r) for r in range(depth + 1)]
         else:
-            x = self._randn(tokens, d)
+            x = self._randn(tokens, self.model.config.token_dim)
             rows = [row.to(self.device).expand(b, tokens) for row in profile]
-        x0 = None
-        for lv_from, lv_to in zip(rows[:-1], rows[1:], strict=True):
-            x, x0 = self._row(x, lv_from, lv_to, first_obs, reward, steps_left)
+        x, x0 = self._run(x, rows, first_obs, reward, steps_left)
         self.tokens, self.levels, self.x0 = x.detach(), rows[-1].clone(), x0
-        first_action = tokens_to_frames(x0[:, :1], self.frame_stack)[
-            :, 0, self.model.config.obs_dim :
-        ]
+        od = self.model.config.obs_dim
+        first_action = tokens_to_frames(x0[:, :1], self.frame_stack)[:, 0, od:]
         action = self.normalizer.denormalize_act(first_action).clamp(-1.0, 1.0)
         return action.cpu().numpy()
+
+    @torch.no_grad()
+    def sample(self, obs, steps: int, reward=None, schedule: torch.Tensor | None = None) -> Plan:
+        """A whole plan of `steps` frames from pure noise to clean, de-normalised.
+
+        schedule: a (rows, T) step-level matrix (validated); default: the configured cold
+        schedule run to the end. Does not touch the warm-start state.
+        """
+        first_obs, steps_left, tokens = self._prepare(obs, steps)
+        if schedule is None:
+            schedule = full_schedule(self.config, tokens)
+        schedule = schedules.validate(schedule, self.config.sampling_steps).to(self.device)
+        if schedule.shape[1] != tokens:
+            raise ValueError(f"schedule has {schedule.shape[1]} tokens, the plan needs {tokens}")
+        b = first_obs.shape[0]
+        x = self._randn(tokens, self.model.config.token_dim)
+        x, _ = self._run(
+            x, [row.expand(b, tokens) for row in schedule], first_obs, reward, steps_left
+        )
+        return self.to_plan(x, steps_left)
 
     def _warm_levels(self, profile: torch.Tensor, tokens: int):
         """Shift the previous plan by one frame and raise it to the refresh profile."""

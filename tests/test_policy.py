@@ -81,3 +81,18 @@ def test_missing_shipped_checkpoint_says_how_to_train(monkeypatch, tmp_path):
     monkeypatch.setattr(checkpoint, "SHIPPED_DIR", tmp_path / "none")
     with pytest.raises(UserError, match="dfplan train maze2d-medium"):
         DiffusionForcingPolicy.from_pretrained("multi2d-medium")
+
+
+def test_model_probes_on_a_tiny_model(tiny_checkpoint):
+    from dfplan.benchmarks.model_probes import probe, wall_fraction
+    from dfplan.envs import get_task
+    from dfplan.envs.layouts import UMAZE, parse_layout
+
+    layout = parse_layout(UMAZE)
+    # (1, 1) free, (2, 1) wall, (-3, 0) outside the maze.
+    assert wall_fraction(layout, np.array([[1.0, 1.0], [2.0, 1.0], [-3.0, 0.0], [3.0, 3.0]])) == 0.5
+    policy = DiffusionForcingPolicy.from_pretrained("maze2d-umaze", tiny_checkpoint, "cpu")
+    result = probe(policy.planner, get_task("maze2d-umaze"), samples=3, batch=2)
+    assert 0.0 <= result["wall_fraction"] <= 1.0
+    assert result["horizon"] == 20 and result["dyn_error_at_100"] is None
+    assert np.isfinite(result["dyn_error_mean"]) and result["dyn_error_mean"] > 0

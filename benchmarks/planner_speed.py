@@ -1,0 +1,91 @@
+"""Planner decision rate: warm start vs full replanning, MCG samples 1 / 4 / 16, batch 1 and 32.
+
+    python -m dfplan.benchmarks.planner_speed [--task maze2d-large] [--device cpu] [--checkpoint P]
+
+One decision = one call of the planner for the whole batch (every environment replans once).
+Decisions per second counts environment decisions: batch size x calls per second. Uses the shipped
+checkpoint of the task when there is one, else an untrained model of the shipped size (speed does
+not depend on the weights). Prints one table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from dfplan.envs import get_task
+from dfplan.guidance import GoalReward
+from dfplan.planner import DiffusionForcingPlanner, PlannerConfig
+
+
+def load_planner(task_name: str, checkpoint: str | None, device: str) -> DiffusionForcingPlanner:
+    from dfplan.errors import UserError
+    from dfplan.policies.diffusion_forcing import DiffusionForcingPolicy
+
+    try:
+        return DiffusionForcingPolicy.from_pretrained(task_name, checkpoint, device).planner
+    except UserError:
+        from dfplan.model import DiffusionForcingModel
+        from dfplan.train import Normalizer, recommended_config
+
+        print(f"(no checkpoint for {task_name}: timing an untrained model of the shipped size)")
+        model = DiffusionForcingModel(recommended_config(task_name).model).to(device)
+        ones = np.ones(4, np.float32)
+        norm = Normalizer(ones * 3, ones, np.zeros(2, np.float32), np.ones(2, np.float32))
+        return DiffusionForcingPlanner(model, norm, PlannerConfig())
+
+
+def time_decisions(planner, batch: int, steps_left: int, min_seconds: float) -> float:
+    rng = np.random.default_rng(0)
+    obs = np.concatenate([rng.uniform(1, 3, (batch, 2)), rng.normal(0, 1, (batch, 2))], 1)
+    reward = GoalReward(torch.tensor([3.0, 3.0]))
+    planner.reset(batch, list(range(batch)))
+    planner.act(obs, reward, steps_left)  # cold start (and warm-up)
+    planner.act(obs, reward, steps_left - 1)
+    calls, tic = 0, time.perf_counter()
+    while calls < 3 or time.perf_counter() - tic < min_seconds:
+        planner.act(obs, reward, steps_left - 2 - calls)
+        calls += 1
+    if planner.device.type == "cuda":
+        torch.cuda.synchronize()
+    return batch * calls / (time.perf_counter() - tic)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="maze2d-large")
+    parser.add_argument("--checkpoint", default=None)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--mcg", type=int, nargs="+", default=[1, 4, 16])
+    parser.add_argument("--min-seconds", type=float, default=2.0)
+    args = parser.parse_args()
+    task = get_task(args.task)
+    base = load_planner(task.name, args.checkpoint, args.device)
+    horizon = base.max_tokens * base.frame_stack
+    steps_left = min(task.max_episode_steps, horizon) + 10
+    print(
+        f"{task.name}: {base.max_tokens} tokens x {base.frame_stack} frames, "
+        f"{base.config.sampling_steps} sampling steps, refresh {base.config.refresh_rows} rows, "
+        f"device {args.device}, torch threads {torch.get_num_threads()}"
+    )
+    print(
+        f"{'planner':8s} {'mcg':>4s} "
+        + " ".join(f"{'batch ' + str(b):>12s}" for b in args.batches)
+        + "   (environment decisions per second)"
+    )
+    for warm in (True, False):
+        for mcg in args.mcg:
+            config = replace(base.config, warm_start=warm, mcg_samples=mcg)
+            planner = DiffusionForcingPlanner(base.model, base.normalizer, config)
+            rates = [time_decisions(planner, b, steps_left, args.min_seconds) for b in args.batches]
+            name = "warm" if warm else "full"
+            print(f"{name:8s} {mcg:>4d} " + " ".join(f"{r:>12.1f}" for r in rates), flush=True)
+
+
+if __name__ == "__main__":
+    main()
