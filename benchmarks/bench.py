@@ -43,6 +43,12 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         metavar="FIELD=VALUE",
         help="override planner settings, e.g. guidance_scale=0.5 mcg_samples=8",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="parallel processes on this machine, each running a share of the episodes",
+    )
     p.add_argument("--label", default=None, help="name for this variant in tables, plots, files")
 
 
@@ -75,6 +81,8 @@ def parse_overrides(pairs: list[str]) -> dict:
 
 
 def make_policy(method: str, task, checkpoint: str | None, device: str | None, planner=()):
+    if isinstance(task, str):
+        task = get_task(task)
     if method in ("df", "df-nomcg"):
         from dfplan.policies.diffusion_forcing import DiffusionForcingPolicy
 
@@ -119,6 +127,8 @@ def run_bench(args: argparse.Namespace) -> int:
         raise UserError(f"--episodes must be a positive number, got {args.episodes}")
     if args.seed < 0:
         raise UserError(f"--seed must be >= 0, got {args.seed}")
+    if args.workers <= 0:
+        raise UserError(f"--workers must be a positive number, got {args.workers}")
     if args.batch_size <= 0:
         raise UserError(f"--batch-size must be a positive number, got {args.batch_size}")
     device = check_device(args.device)
@@ -134,9 +144,26 @@ def run_bench(args: argparse.Namespace) -> int:
         msg = f"cannot write results to {out} ({e.strerror}); pass a writable --out"
         raise UserError(msg) from None
 
-    policy = make_policy(args.method, task, args.checkpoint, device, args.planner)
+    spec = (args.method, task.name, args.checkpoint, device, tuple(args.planner), args.batch_size)
+    policy = make_policy(*spec[:5])  # fails fast on a bad checkpoint or planner setting
     tic = time.perf_counter()
-    records, dps = run_episodes(task, policy, args.episodes, args.seed, args.batch_size)
+    rank, world = _distributed()
+    if world > 1:  # under torchrun: rank r runs shard r; rank 0 gathers and writes
+        import torch.distributed as dist
+
+        shard = run_shard(spec, *_shard(args.seed, args.episodes, rank, world), progress=rank == 0)
+        shards = [None] * world
+        dist.gather_object(shard, shards if rank == 0 else None, dst=0)
+        if rank != 0:
+            dist.destroy_process_group()
+            return 0
+        dist.destroy_process_group()
+    elif args.workers > 1:
+        shards = _run_workers(spec, args.seed, args.episodes, args.workers)
+    else:
+        shards = [run_shard(spec, args.seed, args.episodes, policy=policy)]
+    records = sorted((r for sh in shards for r in sh["records"]), key=lambda r: r.seed)
+    dps = sum(sh["decisions_per_second"] for sh in shards)  # shards run at the same time
     wall = time.perf_counter() - tic
     summary = summarize(records)
     result = {
@@ -159,8 +186,9 @@ def run_bench(args: argparse.Namespace) -> int:
         "wall_seconds": wall,
         "device": device if args.method.startswith("df") else "cpu",
         "machine": f"{platform.machine()} {os.cpu_count()} cpus",
-        "checkpoint": _checkpoint_name(policy),
-        "config": _config_of(policy),
+        "checkpoint": shards[0]["checkpoint"],
+        "config": shards[0]["config"],
+        "workers": max(world, args.workers),
         "protocol": "D4RL-faithful env, full time limit, sparse reward r=0.5, replanning every "
         "step, seeds seed..seed+N-1, D4RL-normalised x100, mean +- SE",
         "per_episode": [r.to_dict() for r in records],
@@ -173,15 +201,58 @@ def run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _checkpoint_name(policy) -> str | None:
-    return getattr(policy, "checkpoint", None)
-
-
-def _config_of(policy) -> dict:
+def run_shard(spec: tuple, seed: int, episodes: int, progress: bool = True, policy=None) -> dict:
+    """Run episodes seed..seed+episodes-1 of one bench; everything a result file needs."""
     from dataclasses import asdict, is_dataclass
 
-    planner = getattr(policy, "planner", None)
-    return asdict(planner.config) if planner is not None and is_dataclass(planner.config) else {}
+    method, task_name, checkpoint, device, planner, batch_size = spec
+    task = get_task(task_name)
+    if policy is None:
+        policy = make_policy(method, task, checkpoint, device, planner)
+    records, dps = run_episodes(task, policy, episodes, seed, batch_size, progress=progress)
+    config = getattr(getattr(policy, "planner", None), "config", None)
+    return {
+        "records": records,
+        "decisions_per_second": dps,
+        "checkpoint": getattr(policy, "checkpoint", None),
+        "config": asdict(config) if is_dataclass(config) else {},
+    }
+
+
+def _shard(seed: int, episodes: int, index: int, count: int) -> tuple[int, int]:
+    """Contiguous share `index` of `count` of the episodes: (first seed, episodes)."""
+    lo, hi = index * episodes // count, (index + 1) * episodes // count
+    return seed + lo, hi - lo
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size); initialises gloo under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    return dist.get_rank(), world
+
+
+def _worker(job: tuple) -> dict:
+    spec, seed, episodes, threads = job
+    import torch
+
+    torch.set_num_threads(threads)
+    return run_shard(spec, seed, episodes, progress=False)
+
+
+def _run_workers(spec: tuple, seed: int, episodes: int, workers: int) -> list[dict]:
+    import multiprocessing as mp
+
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    jobs = [(spec, *_shard(seed, episodes, i, workers), threads) for i in range(workers)]
+    jobs = [j for j in jobs if j[2] > 0]
+    with mp.get_context("spawn").Pool(len(jobs)) as pool:
+        return pool.map(_worker, jobs)
 
 
 def print_table(results: list[dict]) -> None:

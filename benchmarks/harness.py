@@ -25,6 +25,7 @@ class EpisodeRecord:
     normalized: float
     success: bool  # reached the goal (within 0.5) at least once
     first_success_step: int | None  # 1-based step of the first success, None if never
+    final_position: list[float] | None = None  # (x, y) at the end of the episode
     success_steps: list[int] | None = None  # not stored by default; used by success curves
 
     def to_dict(self) -> dict:
@@ -71,8 +72,9 @@ def run_episodes(
             env.close()
         for k, s in enumerate(seeds):
             norm = envs[k].unwrapped.normalized_score(returns[k])
+            final = [float(v) for v in obs[k, :2]]
             records.append(
-                EpisodeRecord(s, float(returns[k]), norm, first[k] is not None, first[k])
+                EpisodeRecord(s, float(returns[k]), norm, first[k] is not None, first[k], final)
             )
         bar.update(len(seeds))
         bar.set_postfix(score=f"{np.mean([r.normalized for r in records]):.1f}")
