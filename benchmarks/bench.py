@@ -10,13 +10,14 @@ how episodes are batched, so results are comparable across batch sizes and worke
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
+import re
 import time
 from pathlib import Path
 
 from dfplan.benchmarks.harness import run_episodes, summarize
+from dfplan.checkpoint import atomic_write_json
 from dfplan.envs import get_task
 from dfplan.errors import UserError
 
@@ -113,12 +114,6 @@ def check_device(device: str | None) -> str:
     return device
 
 
-def write_json_atomic(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
-
-
 def run_bench(args: argparse.Namespace) -> int:
     task = get_task(args.task)
     if args.method not in METHODS:
@@ -127,6 +122,8 @@ def run_bench(args: argparse.Namespace) -> int:
         raise UserError(f"--episodes must be a positive number, got {args.episodes}")
     if args.seed < 0:
         raise UserError(f"--seed must be >= 0, got {args.seed}")
+    if args.label is not None and not re.fullmatch(r"[A-Za-z0-9_.+-]+", args.label):
+        raise UserError(f"--label may use letters, digits and _.+- only, got '{args.label}'")
     if args.workers <= 0:
         raise UserError(f"--workers must be a positive number, got {args.workers}")
     if args.batch_size <= 0:
@@ -145,9 +142,13 @@ def run_bench(args: argparse.Namespace) -> int:
         raise UserError(msg) from None
 
     spec = (args.method, task.name, args.checkpoint, device, tuple(args.planner), args.batch_size)
-    policy = make_policy(*spec[:5])  # fails fast on a bad checkpoint or planner setting
-    tic = time.perf_counter()
     rank, world = _distributed()
+    if world > 1 and device == "cuda":  # one GPU per rank, as torchrun numbers them
+        device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+        spec = (*spec[:3], device, *spec[4:])
+    # Built before any episode runs, so a bad checkpoint or planner setting fails at once.
+    policy = make_policy(*spec[:5]) if world == 1 else None
+    tic = time.perf_counter()
     if world > 1:  # under torchrun: rank r runs shard r; rank 0 gathers and writes
         import torch.distributed as dist
 
@@ -195,7 +196,7 @@ def run_bench(args: argparse.Namespace) -> int:
     }
     name = f"{task.name}_{args.method}" + (f"_{args.label}" if args.label else "")
     path = out / f"{name}.json"
-    write_json_atomic(path, result)
+    atomic_write_json(path, result)
     print_table([result])
     print(f"result: {path}")
     return 0

@@ -30,7 +30,8 @@ def load_planner(task_name: str, checkpoint: str | None, device: str) -> Diffusi
         return DiffusionForcingPolicy.from_pretrained(task_name, checkpoint, device).planner
     except UserError:
         from dfplan.model import DiffusionForcingModel
-        from dfplan.train import Normalizer, recommended_config
+        from dfplan.normalizer import Normalizer
+        from dfplan.train import recommended_config
 
         print(f"(no checkpoint for {task_name}: timing an untrained model of the shipped size)")
         model = DiffusionForcingModel(recommended_config(task_name).model).to(device)
@@ -45,10 +46,10 @@ def time_decisions(planner, batch: int, steps_left: int, min_seconds: float) -> 
     reward = GoalReward(torch.tensor([3.0, 3.0]))
     planner.reset(batch, list(range(batch)))
     planner.act(obs, reward, steps_left)  # cold start (and warm-up)
-    planner.act(obs, reward, steps_left - 1)
+    planner.act(obs, reward, steps_left)
     calls, tic = 0, time.perf_counter()
     while calls < 3 or time.perf_counter() - tic < min_seconds:
-        planner.act(obs, reward, steps_left - 2 - calls)
+        planner.act(obs, reward, steps_left)  # same plan length every call
         calls += 1
     if planner.device.type == "cuda":
         torch.cuda.synchronize()

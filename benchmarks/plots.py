@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dfplan.envs import get_task
 from dfplan.errors import UserError
 
 # Diffusion Forcing paper, Table 1 (REFERENCE.md section 3): mean, SE; normalised x100.
@@ -28,7 +29,6 @@ PUBLISHED = {
     "multi2d-medium": {"Diffuser*": (127.2, 3.4), "DF w/o MCG": (145.6, 6.5), "DF": (152.3, 9.9)},
     "multi2d-large": {"Diffuser*": (132.1, 5.8), "DF w/o MCG": (129.8, 1.5), "DF": (167.1, 2.7)},
 }
-TIME_LIMITS = {"umaze": 300, "medium": 600, "large": 800}
 REQUIRED = ("task", "method", "episodes", "normalized_mean", "normalized_sem", "per_episode")
 
 
@@ -44,6 +44,7 @@ def load_result(path: str) -> dict:
     missing = [k for k in REQUIRED if k not in result] if isinstance(result, dict) else REQUIRED
     if missing:
         raise UserError(f"{path} is not a dfplan result file (missing {', '.join(missing)})")
+    get_task(result["task"])  # an unknown task is a clear error, not a KeyError later
     return result
 
 
@@ -53,7 +54,7 @@ def label(result: dict) -> str:
 
 def success_curve(result: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Steps 0..T, fraction of episodes that reached the goal by then, and its 95% half-width."""
-    limit = TIME_LIMITS[result["task"].split("-")[1]]
+    limit = get_task(result["task"]).max_episode_steps
     firsts = [e["first_success_step"] for e in result["per_episode"]]
     reached = np.array([f if f is not None else np.inf for f in firsts], dtype=float)
     steps = np.arange(limit + 1)

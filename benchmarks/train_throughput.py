@@ -19,8 +19,8 @@ import torch
 
 from dfplan.envs.trajectories import Trajectories
 from dfplan.model import DiffusionForcingModel, ModelConfig
+from dfplan.normalizer import Normalizer
 from dfplan.train import (
-    Normalizer,
     WindowSampler,
     diffusion_loss,
     make_optimizer,

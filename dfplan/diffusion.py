@@ -123,6 +123,7 @@ def ddim_step(
     abar: torch.Tensor,
     eta: float = 0.0,
     generator: torch.Generator | None = None,
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One DDIM update from per-token levels `level_from` to `level_to` (<= level_from).
 
@@ -133,8 +134,8 @@ def ddim_step(
     """
     if eta < 0:
         raise ValueError(f"eta must be >= 0, got {eta}")
-    if eta > 0 and generator is None:
-        raise ValueError("ddim_step with eta > 0 needs a torch.Generator for reproducible noise")
+    if eta > 0 and generator is None and noise is None:
+        raise ValueError("ddim_step with eta > 0 needs a torch.Generator (or the noise itself)")
     if bool((level_to > level_from).any()):
         raise ValueError("ddim_step only denoises: every level_to must be <= level_from")
     # 1. The noise the prediction implies (DDIM eq. 12, "predicted noise").
@@ -152,7 +153,9 @@ def ddim_step(
         + dir_coef.unsqueeze(-1).to(x_k.dtype) * eps
     )
     if eta > 0:
-        z = torch.randn(x_k.shape, generator=generator, device=x_k.device, dtype=x_k.dtype)
+        z = noise
+        if z is None:
+            z = torch.randn(x_k.shape, generator=generator, device=x_k.device, dtype=x_k.dtype)
         x_s = x_s + sigma.unsqueeze(-1).to(x_k.dtype) * z
     # 4. Exact endpoints: level 0 is the prediction itself; equal levels leave the token alone.
     x_s = torch.where((level_to == 0).unsqueeze(-1), x0_pred, x_s)

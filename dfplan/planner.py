@@ -49,8 +49,8 @@ class PlannerConfig:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got '{self.schedule}'")
         if self.sampling_steps < 1 or self.mcg_samples < 1 or self.refresh_rows < 1:
             raise ValueError("sampling_steps, mcg_samples and refresh_rows must be >= 1")
-        if self.guidance_scale < 0 or self.horizon_tokens < 0 or self.eta < 0:
-            raise ValueError("guidance_scale, horizon_tokens and eta must be >= 0")
+        if min(self.guidance_scale, self.horizon_tokens, self.eta, self.uncertainty) < 0:
+            raise ValueError("guidance_scale, horizon_tokens, eta and uncertainty must be >= 0")
 
 
 def full_schedule(config: PlannerConfig, tokens: int) -> torch.Tensor:
@@ -118,7 +118,7 @@ class DiffusionForcingPlanner:
 
     def __init__(self, model: DiffusionForcingModel, normalizer, config: PlannerConfig):
         config.validate()
-        self.model = model.eval()
+        self.model = model.eval()  # sampling: no dropout
         self.normalizer = normalizer
         self.config = config
         self.device = next(model.parameters()).device
@@ -131,37 +131,39 @@ class DiffusionForcingPlanner:
         ).to(self.device)  # step level -> model level
         self.abar = model.abar.to(self.device)  # (K + 1,) float64
         self.abar_steps = self.abar[self.train_levels]  # (S + 1,)
-        for p in self.model.parameters():
-            p.requires_grad_(False)  # gradients flow to the plan only
         self.reset(1)
 
     # -- state -----------------------------------------------------------------------------
     def reset(self, batch_size: int, seeds: list[int] | None = None) -> None:
+        """Forget all plans; environment k draws its noise from a generator seeded seeds[k]."""
         seeds = seeds if seeds is not None else [None] * batch_size
         self.generators = []
         for s in seeds:
             g = torch.Generator(device=self.device)
-            g.manual_seed(int(s) if s is not None else int(torch.seed() % 2**63))
+            if s is None:
+                g.seed()  # fresh entropy for this generator only; torch's global RNG untouched
+            else:
+                g.manual_seed(int(s))
             self.generators.append(g)
         self.tokens: torch.Tensor | None = None  # (B, T, D) noisy plan, normalised
         self.levels: torch.Tensor | None = None  # (B, T) step levels
-        self.x0: torch.Tensor | None = None  # (B, T, D) latest clean estimate (for display)
+        self.cold = torch.ones(batch_size, dtype=torch.bool)  # envs that plan from noise next
 
     def forget(self, envs) -> None:
         """Drop the warm-start plan of these environments (their episode was reset)."""
-        if self.tokens is None:
-            return
-        s = self.config.sampling_steps
-        for k in envs:
-            g = self.generators[k]
-            self.tokens[k] = torch.randn(self.tokens.shape[1:], generator=g, device=self.device)
-            self.levels[k] = s
+        self.cold[torch.as_tensor(envs, dtype=torch.long)] = True
 
-    def _randn(self, *shape: int) -> torch.Tensor:
-        """(B, *shape) standard normal, row k from environment k's generator."""
-        return torch.stack(
-            [torch.randn(shape, generator=g, device=self.device) for g in self.generators]
-        )
+    def _randn(self, *shape: int, active: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, *shape) standard normal, row k from environment k's generator.
+
+        Rows of inactive environments are zeros and draw nothing, so an environment's noise
+        stream does not depend on what the rest of the batch is doing.
+        """
+        out = torch.zeros((len(self.generators), *shape), device=self.device)
+        for k, g in enumerate(self.generators):
+            if active is None or active[k]:
+                out[k] = torch.randn(shape, generator=g, device=self.device)
+        return out
 
     # -- plan conversion ---------------------------------------------------------------------
     def to_plan(self, x0: torch.Tensor, steps_left: torch.Tensor) -> Plan:
@@ -176,20 +178,28 @@ class DiffusionForcingPlanner:
 
     # -- one denoising row -------------------------------------------------------------------
     def _row(self, x, level_from, level_to, first_obs, reward, steps_left):
-        """One guided DDIM row from step levels `level_from` to `level_to` (both (B, T))."""
+        """One guided DDIM row from step levels `level_from` to `level_to` (both (B, T)).
+
+        Only tokens that move this row (level_to < level_from) take the guidance step, so every
+        token is steered exactly on the rows that denoise it, and rows in which a token waits
+        (a far token at pure noise, or an env padded with no-op rows) leave it untouched.
+        """
         cfg = self.config
         k_from, k_to = self.train_levels[level_from], self.train_levels[level_to]
+        b, t, d = x.shape
+        active = (level_to < level_from).any(dim=1)  # envs not just waiting out padding rows
+        eta_noise = self._randn(t, d, active=active) if cfg.eta > 0 else None
         if reward is None or cfg.guidance_scale == 0:
             with torch.no_grad():
                 x0 = self.model.predict_x0(x, k_from, first_obs)
-            return diffusion.ddim_step(x, x0, k_from, k_to, self.abar, cfg.eta, self._eta_gen()), x0
-        m, (b, t, d) = cfg.mcg_samples, x.shape
+            return diffusion.ddim_step(x, x0, k_from, k_to, self.abar, cfg.eta, noise=eta_noise), x0
+        m = cfg.mcg_samples
         base = x.detach().requires_grad_(True)
         offsets = torch.zeros(m, b, t, d, device=x.device, dtype=x.dtype)
         if m > 1:
             with torch.no_grad():
                 x0 = self.model.predict_x0(x, k_from, first_obs)
-                noise = self._randn(m - 1, t, d).transpose(0, 1)  # (M - 1, B, T, D)
+                noise = self._randn(m - 1, t, d, active=active).transpose(0, 1)  # (M-1, B, T, D)
                 futures = diffusion.q_sample(
                     x0.expand(m - 1, b, t, d).reshape(-1, t, d),
                     k_from.repeat(m - 1, 1),
@@ -203,14 +213,12 @@ class DiffusionForcingPlanner:
             # The reward sees one (B, ...) plan per sampled future, so per-env goals line up.
             scores = [reward(self.to_plan(x0j, steps_left)) for x0j in x0r.view(m, b, t, d)]
             score = torch.stack(scores).mean(0)  # (B,): Monte-Carlo average over futures
-            (grad,) = torch.autograd.grad(score.sum(), base)
+            (grad,) = torch.autograd.grad(score.sum(), inputs=base)
         x0 = x0r.view(m, b, t, d)[0].detach()
-        x_next = diffusion.ddim_step(x, x0, k_from, k_to, self.abar, cfg.eta, self._eta_gen())
+        x_next = diffusion.ddim_step(x, x0, k_from, k_to, self.abar, cfg.eta, noise=eta_noise)
         sigma = (1 - self.abar[k_to]).sqrt().unsqueeze(-1).to(x.dtype)  # (B, T, 1)
-        return x_next + cfg.guidance_scale * sigma * grad, x0
-
-    def _eta_gen(self):
-        return self.generators[0] if self.config.eta > 0 else None
+        moving = (level_to < level_from).unsqueeze(-1).to(x.dtype)
+        return x_next + cfg.guidance_scale * moving * sigma * grad, x0
 
     # -- one decision ------------------------------------------------------------------------
     def _prepare(self, obs, steps_left):
@@ -240,19 +248,29 @@ class DiffusionForcingPlanner:
         steps_left: (B,) or int, steps remaining in the episode (caps the plan length).
         """
         first_obs, steps_left, tokens = self._prepare(obs, steps_left)
-        b = first_obs.shape[0]
-        profile = cold_schedule(self.config, tokens)  # (rows + 1, T)
-        if self.config.warm_start and self.tokens is not None:
-            x, levels = self._warm_levels(profile[-1], tokens)
-            floor = profile[-1].to(self.device)
-            # Down one level per row until the profile is reached (refresh_rows for the pyramid).
-            depth = int((levels - floor).max())
-            rows = [torch.maximum(floor, levels - r) for r in range(depth + 1)]
+        b, d = first_obs.shape[0], self.model.config.token_dim
+        profile = cold_schedule(self.config, tokens).to(self.device)  # (rows + 1, T)
+        floor = profile[-1]
+        cold = self.cold.clone() if self.config.warm_start else torch.ones(b, dtype=torch.bool)
+        if self.tokens is None or cold.all():
+            x = self._randn(tokens, d)
+            per_env = [list(profile)] * b
         else:
-            x = self._randn(tokens, self.model.config.token_dim)
-            rows = [row.to(self.device).expand(b, tokens) for row in profile]
+            x, levels = self._warm_levels(floor, tokens, active=~cold)
+            x[cold] = self._randn(tokens, d, active=cold)[cold]
+            per_env = []
+            for k in range(b):
+                if cold[k]:
+                    per_env.append(list(profile))
+                else:  # one level per row down to the profile (refresh_rows for the pyramid)
+                    depth = int((levels[k] - floor).max())
+                    per_env.append([torch.maximum(floor, levels[k] - r) for r in range(depth + 1)])
+        # Environments with fewer rows wait at their first row (no-op rows) so all end together.
+        n = max(len(r) for r in per_env)
+        rows = [torch.stack([r[max(0, i - (n - len(r)))] for r in per_env]) for i in range(n)]
         x, x0 = self._run(x, rows, first_obs, reward, steps_left)
-        self.tokens, self.levels, self.x0 = x.detach(), rows[-1].clone(), x0
+        self.tokens, self.levels = x.detach(), rows[-1].clone()
+        self.cold[:] = False
         od = self.model.config.obs_dim
         first_action = tokens_to_frames(x0[:, :1], self.frame_stack)[:, 0, od:]
         action = self.normalizer.denormalize_act(first_action).clamp(-1.0, 1.0)
@@ -278,21 +296,23 @@ class DiffusionForcingPlanner:
         )
         return self.to_plan(x, steps_left)
 
-    def _warm_levels(self, profile: torch.Tensor, tokens: int):
-        """Shift the previous plan by one frame and raise it to the refresh profile."""
+    def _warm_levels(self, profile: torch.Tensor, tokens: int, active: torch.Tensor):
+        """Shift the previous plan by one frame and raise it to the refresh profile.
+
+        Only `active` environments draw noise (the others are about to start from noise)."""
         s = self.config.sampling_steps
         b, t, d = self.tokens.shape
         fd = d // self.frame_stack
-        noise = self._randn(t * self.frame_stack, fd)
+        noise = self._randn(t * self.frame_stack, fd, active=active)
         x, levels = shift_one_frame(
             self.tokens, self.levels, self.frame_stack, self.abar_steps, noise
         )
         x, levels = x[:, :tokens], levels[:, :tokens]
         if tokens > t:  # a longer plan than last time (e.g. a new episode): pure-noise tokens
-            x = torch.cat([x, self._randn(tokens - t, d)], dim=1)
+            x = torch.cat([x, self._randn(tokens - t, d, active=active)], dim=1)
             levels = torch.cat([levels, torch.full_like(levels[:, :1], s).expand(b, tokens - t)], 1)
         target = torch.clamp(profile.to(self.device) + self.config.refresh_rows, max=s)
         target = torch.maximum(levels, target.expand_as(levels))
-        noise = self._randn(tokens, d)
+        noise = self._randn(tokens, d, active=active)
         x = renoise(x, levels, target, self.abar_steps, noise)
         return x, target

@@ -42,6 +42,7 @@ from dfplan.envs.tasks import get_task
 from dfplan.envs.trajectories import Trajectories
 from dfplan.errors import UserError
 from dfplan.model import DiffusionForcingModel, ModelConfig, frames_to_tokens
+from dfplan.normalizer import Normalizer
 
 # Recommended settings per maze. Windows cover the waypoint expert's longest run to the goal
 # (measured: max over 800 episodes per maze from random starts, fixed and random goals, action
@@ -105,55 +106,6 @@ def dfplan_home() -> Path:
 
 
 # -- data ------------------------------------------------------------------------------------
-@dataclass
-class Normalizer:
-    """Per-dimension z-scores of observations and actions (official: per-dimension too)."""
-
-    obs_mean: np.ndarray  # (obs_dim,) float32
-    obs_std: np.ndarray
-    act_mean: np.ndarray  # (act_dim,) float32
-    act_std: np.ndarray
-
-    MIN_STD = 1e-6  # a constant dimension is centred, not blown up
-
-    @classmethod
-    def from_trajectories(cls, data: Trajectories) -> Normalizer:
-        obs = data.observations.astype(np.float64)
-        act = data.actions.astype(np.float64)
-        return cls(
-            obs.mean(0).astype(np.float32),
-            np.maximum(obs.std(0), cls.MIN_STD).astype(np.float32),
-            act.mean(0).astype(np.float32),
-            np.maximum(act.std(0), cls.MIN_STD).astype(np.float32),
-        )
-
-    def to_dict(self) -> dict:
-        return {
-            k: getattr(self, k).tolist() for k in ("obs_mean", "obs_std", "act_mean", "act_std")
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict) -> Normalizer:
-        return cls(**{k: np.asarray(d[k], dtype=np.float32) for k in cls.__annotations__ if k in d})
-
-    @staticmethod
-    def _cast(x, v: np.ndarray):
-        return torch.as_tensor(v, dtype=x.dtype, device=x.device) if torch.is_tensor(x) else v
-
-    def normalize_obs(self, x):
-        """numpy array or tensor (..., obs_dim) -> same type, z-scored."""
-        return (x - self._cast(x, self.obs_mean)) / self._cast(x, self.obs_std)
-
-    def denormalize_obs(self, x):
-        return x * self._cast(x, self.obs_std) + self._cast(x, self.obs_mean)
-
-    def normalize_act(self, x):
-        return (x - self._cast(x, self.act_mean)) / self._cast(x, self.act_std)
-
-    def denormalize_act(self, x):
-        return x * self._cast(x, self.act_std) + self._cast(x, self.act_mean)
-
-
 def dataset_fingerprint(data: Trajectories) -> str:
     """Short hash of observations, actions and episode ends: same data, same fingerprint."""
     h = hashlib.sha256()
@@ -349,10 +301,19 @@ def train(config: TrainConfig, data: Trajectories) -> Path:
         mcfg.validate()
     except ValueError as e:
         raise UserError(f"invalid model settings: {e}") from None
-    if config.steps < 1 or config.batch_size < 1:
-        raise UserError(
-            f"steps and batch size must be >= 1 (got {config.steps}, {config.batch_size})"
-        )
+    for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
+        if getattr(config, name) < 1:
+            flag = "--" + name.replace("_", "-")
+            raise UserError(f"{flag} must be >= 1, got {getattr(config, name)}")
+    for name in ("lr", "weight_decay", "grad_clip", "warmup"):
+        if getattr(config, name) < 0:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(config, name)}")
+    if not 0 <= config.ema_decay < 1:
+        raise UserError(f"--ema-decay must be in [0, 1), got {config.ema_decay}")
+    if not 0 <= mcfg.dropout < 1:
+        raise UserError(f"--dropout must be in [0, 1), got {mcfg.dropout}")
+    if config.device not in ("auto", "cpu") and not config.device.startswith("cuda"):
+        raise UserError(f"unknown device '{config.device}'; use auto, cpu, cuda or cuda:N")
     if config.window % mcfg.frame_stack or config.window // mcfg.frame_stack > mcfg.max_tokens:
         raise UserError(
             f"--window {config.window} must be a multiple of {mcfg.frame_stack} and at most "

@@ -121,6 +121,7 @@ class Maze2DEnv(gym.Env):
     # -- gymnasium API ----------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
+        mujoco.mj_resetData(self.model, self.data)  # as D4RL's sim.reset(): no state carries over
         rng = self.np_random
         cell = self.reset_cells[rng.integers(len(self.reset_cells))]
         qpos = cell + rng.uniform(-0.1, 0.1, size=2)

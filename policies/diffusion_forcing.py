@@ -7,7 +7,8 @@
 The goal is read from `info["goal"]` when given (else from `reset(goal=...)`); the policy counts
 steps since reset to know how much of the episode is left (the plan never runs past it). A
 position jump larger than one physics step can make is taken as an environment reset (vector
-envs reset sub-environments on their own), and that environment's plan starts afresh.
+envs reset sub-environments on their own), as is reaching the time limit; that environment's
+clock and plan start afresh. A changed goal also restarts that environment's plan.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class DiffusionForcingPolicy:
         """
         from dfplan.checkpoint import load_checkpoint, shipped_checkpoint
         from dfplan.envs import TASKS, get_task
-        from dfplan.train import Normalizer
+        from dfplan.normalizer import Normalizer
 
         spec = get_task(task)
         stem = checkpoint if checkpoint is not None else shipped_checkpoint(spec)
@@ -60,9 +61,13 @@ class DiffusionForcingPolicy:
                 f"checkpoint {stem} was trained for '{meta.get('task')}', which is not the "
                 f"{spec.maze} maze of {spec.name}; use a checkpoint trained on {spec.dataset_task}"
             )
-        config = PlannerConfig(**meta.get("planner", {}))
-        config = replace(config, **planner_overrides)
-        planner = DiffusionForcingPlanner(model, Normalizer.from_dict(meta["normalizer"]), config)
+        try:
+            config = replace(PlannerConfig(**meta.get("planner", {})), **planner_overrides)
+            config.validate()
+            normalizer = Normalizer.from_dict(meta["normalizer"])
+        except (TypeError, ValueError, KeyError) as e:
+            raise UserError(f"bad planner settings or checkpoint metadata ({stem}): {e}") from None
+        planner = DiffusionForcingPlanner(model, normalizer, config)
         policy = cls(planner, spec.max_episode_steps)
         policy.checkpoint = str(stem)
         return policy
@@ -89,13 +94,20 @@ class DiffusionForcingPolicy:
             self.batch = len(obs)
             self.t = np.zeros(len(obs), dtype=np.int64)
             self.last = obs[:, :2].copy()
-        jumped = np.linalg.norm(obs[:, :2] - self.last, axis=1) > RESET_JUMP
-        if jumped.any():
-            self.t[jumped] = 0
-            self.planner.forget(np.flatnonzero(jumped))
+            self.last_goals = goals.copy()
+        # A new episode in some env (vector envs reset on their own): the ball jumped farther
+        # than one step can move it, or the time limit has passed. Its clock starts again.
+        new_episode = np.linalg.norm(obs[:, :2] - self.last, axis=1) > RESET_JUMP
+        new_episode |= self.t >= self.max_episode_steps
+        self.t[new_episode] = 0
+        # A new goal makes the old plan worthless: plan that env from scratch.
+        stale = new_episode | np.any(goals != self.last_goals, axis=1)
+        if stale.any():
+            self.planner.forget(np.flatnonzero(stale))
         steps_left = np.maximum(self.max_episode_steps - self.t, 1)
         reward = GoalReward(torch.tensor(goals, dtype=torch.float32))
         actions = self.planner.act(obs, reward, steps_left)
         self.t += 1
         self.last = obs[:, :2].copy()
+        self.last_goals = goals.copy()
         return actions[0] if single else actions

@@ -11,7 +11,7 @@ import torch
 
 from dfplan.checkpoint import save_checkpoint
 from dfplan.model import DiffusionForcingModel, ModelConfig
-from dfplan.train import Normalizer
+from dfplan.normalizer import Normalizer
 
 SCHEMA = {
     "task": str,

@@ -40,9 +40,16 @@ def test_dwelling_holds_at_targets():
     pure = generate_stream(small(8000, noise=0.0, dwell_prob=0.0), UMAZE, progress=False)
     slow = [np.mean(np.linalg.norm(s["observations"][:, 2:], axis=1) < 0.05) for s in (dwell, pure)]
     assert slow[0] > slow[1] + 0.2
-    # Pure D4RL procedure: a new target the step after the old one is reached.
+    # Pure D4RL procedure: the target switches right when the old target cell is reached (or
+    # after the time limit without reaching it).
     switches = np.flatnonzero(np.any(np.diff(pure["goals"], axis=0) != 0, axis=1))
     assert len(switches) > 10
+    previous = -1
+    for t in switches:
+        cell = np.round(pure["goals"][t])
+        reached = np.linalg.norm(pure["observations"][t, :2] - cell) < 0.1
+        assert reached or t - previous >= UMAZE.max_episode_steps, t
+        previous = t
 
 
 @pytest.fixture

@@ -87,6 +87,8 @@ def test_velocity_is_clipped_before_each_step():
     env.reset(seed=0)
     env.unwrapped.set_state(np.array([3.0, 3.0]), np.array([50.0, -50.0]))
     obs, *_ = env.step(np.zeros(2))
+    # Clipped before the step: one step of 0.01 s moves at most 5 * 0.01 per axis, not 0.5.
+    assert np.all(np.abs(obs[:2] - 3.0) <= 0.05 + 1e-9)
     assert np.all(np.abs(obs[2:]) <= 5.0)
 
 

@@ -9,8 +9,8 @@ import dfplan  # noqa: F401
 from dfplan.checkpoint import save_checkpoint
 from dfplan.errors import UserError
 from dfplan.model import DiffusionForcingModel, ModelConfig
+from dfplan.normalizer import Normalizer
 from dfplan.policies.diffusion_forcing import DiffusionForcingPolicy
-from dfplan.train import Normalizer
 
 NORMALIZER = Normalizer(
     np.array([2, 2, 0, 0], np.float32),

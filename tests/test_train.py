@@ -25,9 +25,9 @@ from dfplan.checkpoint import load_checkpoint
 from dfplan.envs.trajectories import Trajectories
 from dfplan.errors import UserError
 from dfplan.model import ModelConfig
+from dfplan.normalizer import Normalizer
 from dfplan.policies import WaypointExpert
 from dfplan.train import (
-    Normalizer,
     TrainConfig,
     WindowSampler,
     add_train_arguments,
