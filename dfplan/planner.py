@@ -41,6 +41,7 @@ class PlannerConfig:
     mcg_samples: int = 4  # futures the guidance gradient is averaged over (1 = plain guidance)
     warm_start: bool = True  # reuse the previous plan (False: replan from noise every step)
     refresh_rows: int = 2  # warm start: rows re-run per decision (how far near tokens re-noise)
+    guide_waiting: bool = False  # also push tokens that wait at their level this row (far future)
     horizon_tokens: int = 0  # cap on planned tokens; 0 = the model's max_tokens
     eta: float = 0.0  # DDIM stochasticity (0 = deterministic given the initial noise)
 
@@ -180,9 +181,10 @@ class DiffusionForcingPlanner:
     def _row(self, x, level_from, level_to, first_obs, reward, steps_left):
         """One guided DDIM row from step levels `level_from` to `level_to` (both (B, T)).
 
-        Only tokens that move this row (level_to < level_from) take the guidance step, so every
-        token is steered exactly on the rows that denoise it, and rows in which a token waits
-        (a far token at pure noise, or an env padded with no-op rows) leave it untouched.
+        Tokens that move this row (level_to < level_from) take the guidance step; with
+        `guide_waiting`, so do the tokens of the same env that wait at their level (the far
+        future at pure noise), as the REFERENCE.md probe did. An env padded with no-op rows is
+        never touched on them.
         """
         cfg = self.config
         k_from, k_to = self.train_levels[level_from], self.train_levels[level_to]
@@ -217,8 +219,12 @@ class DiffusionForcingPlanner:
         x0 = x0r.view(m, b, t, d)[0].detach()
         x_next = diffusion.ddim_step(x, x0, k_from, k_to, self.abar, cfg.eta, noise=eta_noise)
         sigma = (1 - self.abar[k_to]).sqrt().unsqueeze(-1).to(x.dtype)  # (B, T, 1)
-        moving = (level_to < level_from).unsqueeze(-1).to(x.dtype)
-        return x_next + cfg.guidance_scale * moving * sigma * grad, x0
+        if cfg.guide_waiting:
+            guided = active[:, None].expand(b, t)
+        else:
+            guided = level_to < level_from
+        guided = guided.unsqueeze(-1).to(x.dtype)
+        return x_next + cfg.guidance_scale * guided * sigma * grad, x0
 
     # -- one decision ------------------------------------------------------------------------
     def _prepare(self, obs, steps_left):

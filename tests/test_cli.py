@@ -52,6 +52,32 @@ def test_bad_input_gets_one_clear_line(args, fragments):
     assert_clear_error(dfplan(*args), *fragments)
 
 
+def test_bad_datasets_through_the_cli(tmp_path):
+    import numpy as np
+
+    from dfplan.envs.datasets import write_d4rl_hdf5
+    from dfplan.envs.trajectories import Trajectories
+
+    r = dfplan("train", "maze2d-medium", "--steps", "1")
+    assert_clear_error(r, "not found", "dfplan data")
+    r = dfplan("train", "maze2d-umaze", "--dataset", str(tmp_path / "none.hdf5"))
+    assert_clear_error(r, "does not exist")
+    corrupt = tmp_path / "corrupt.hdf5"
+    corrupt.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)
+    assert_clear_error(dfplan("train", "maze2d-umaze", "--dataset", str(corrupt)), "corrupt")
+    n = 400
+    wrong = Trajectories(
+        np.zeros((n, 17), np.float32),
+        np.zeros((n, 6), np.float32),
+        np.zeros(n, np.float32),
+        np.zeros(n, bool),
+        np.zeros(n, bool),
+    )
+    write_d4rl_hdf5(wrong, tmp_path / "wrong.hdf5")
+    r = dfplan("train", "maze2d-umaze", "--dataset", str(tmp_path / "wrong.hdf5"))
+    assert_clear_error(r, "observations of size 17")
+
+
 def test_unwritable_output_folder(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")

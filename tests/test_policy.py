@@ -96,3 +96,18 @@ def test_model_probes_on_a_tiny_model(tiny_checkpoint):
     assert 0.0 <= result["wall_fraction"] <= 1.0
     assert result["horizon"] == 20 and result["dyn_error_at_100"] is None
     assert np.isfinite(result["dyn_error_mean"]) and result["dyn_error_mean"] > 0
+
+
+def test_every_shipped_checkpoint_loads_and_acts():
+    """The shipped checkpoints are package data: they load from the installed package."""
+    from dfplan.checkpoint import shipped_checkpoints
+
+    stems = shipped_checkpoints()
+    assert stems, "no checkpoint ships with the package"
+    for stem in stems:
+        policy = DiffusionForcingPolicy.from_pretrained(stem.name, device="cpu")
+        env = gym.make(f"dfplan/{stem.name}-v1")
+        obs, info = env.reset(seed=0)
+        policy.reset(seed=0)
+        action = policy.act(obs, info)
+        assert action.shape == (2,) and np.all(np.abs(action) <= 1.0)
