@@ -14,6 +14,8 @@ from dfplan.envs.layouts import LAYOUTS, build_mjcf, free_cells, goal_cell, pars
 
 SUCCESS_RADIUS = 0.5  # D4RL's sparse reward radius
 MAX_SPEED = 5.0  # D4RL clips qvel to [-5, 5] before each step
+# One step moves the ball at most 5 * 0.01 per axis; a jump ten times that means a reset.
+RESET_JUMP = 0.5
 
 
 class Maze2DEnv(gym.Env):

@@ -19,11 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dfplan.envs.maze2d import RESET_JUMP
 from dfplan.errors import UserError
 from dfplan.guidance import GoalReward
 from dfplan.planner import DiffusionForcingPlanner, PlannerConfig
-
-RESET_JUMP = 0.5  # max speed 5 x dt 0.01 = 0.05 per step; 10x that is a reset
 
 
 class DiffusionForcingPolicy:

@@ -13,11 +13,11 @@ from collections import deque
 import numpy as np
 
 from dfplan.envs.layouts import LAYOUTS, WALL, parse_layout
+from dfplan.envs.maze2d import RESET_JUMP
 
 P_GAIN, D_GAIN = 10.0, -1.0  # D4RL's waypoint controller gains
 SOLVE_RADIUS = 0.1  # a waypoint (or the goal cell) counts as reached within this distance
 VEL_THRESH = 0.1  # D4RL: only advance when the per-step displacement is below this
-REPLAN_JUMP = 0.5  # a position jump larger than one step can make means the env was reset
 
 
 def shortest_path(layout: np.ndarray, start: tuple[int, int], goal: tuple[int, int]):
@@ -82,7 +82,7 @@ class WaypointFollower:
         target_cell = nearest_free_cell(self.layout, goal)
         jumped = (
             self.prev_position is not None
-            and np.linalg.norm(position - self.prev_position) > REPLAN_JUMP
+            and np.linalg.norm(position - self.prev_position) > RESET_JUMP
         )
         if target_cell != self.target_cell or jumped:
             self._plan(position, target_cell)
