@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from dfplan.benchmarks.harness import run_episodes, summarize
-from dfplan.checkpoint import atomic_write_json
+from dfplan.checkpoint import atomic_write_json, remove_stale_temps
 from dfplan.envs import get_task
 from dfplan.errors import UserError
 
@@ -196,6 +196,7 @@ def run_bench(args: argparse.Namespace) -> int:
     }
     name = f"{task.name}_{args.method}" + (f"_{args.label}" if args.label else "")
     path = out / f"{name}.json"
+    remove_stale_temps(path)  # left by a bench killed while writing this result
     atomic_write_json(path, result)
     print_table([result])
     print(f"result: {path}")

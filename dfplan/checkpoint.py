@@ -6,12 +6,15 @@ optimizer, EMA, RNG states) lives apart in `STEM.resume.safetensors` + `STEM.res
 shipped checkpoint is just the two small files a planner needs.
 
 Every file is written atomically (a temp file in the same folder, then os.replace), and both
-files of a pair carry the same random save id, so a pair mixed from two saves is detected.
+files of a pair carry the same random save id, so a pair mixed from two saves is detected. Files
+saved together are all written and synced before the first rename, so a kill can split a save
+only in the microseconds the renames take.
 Nothing here calls torch.load or pickle: a pickle renamed to .safetensors is refused, not run.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import tempfile
@@ -43,34 +46,54 @@ def _with(stem: Path, suffix: str) -> Path:
     return stem.with_name(stem.name + suffix)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file next to `path`, fsync, rename: readers see the old or the new file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def atomic_write_files(files: dict[Path, bytes]) -> None:
+    """Write files so that readers see each one old or new, never partial.
+
+    Each file goes to a hidden temp file next to it (`.NAME.*.tmp`) and is synced; only then are
+    they renamed into place, in the given order. The slow part is over before the first rename.
+    """
+    temps: dict[Path, Path] = {}
     try:
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600; a checkpoint is meant to be shared
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        for path, data in files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            temps[path] = Path(tmp)
+            with os.fdopen(fd, "wb") as f:
+                os.fchmod(fd, 0o644)  # mkstemp makes 0600; a checkpoint is meant to be shared
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        for path, tmp in temps.items():
+            os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        for tmp in temps.values():
+            tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    atomic_write_files({path: data})
 
 
 def atomic_write_json(path: Path, obj: dict) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
-def _write_pair(stem: Path, tensors: dict, info: dict, fmt: str) -> str:
+def remove_stale_temps(*paths: Path) -> None:
+    """Delete the temp files that a killed atomic write of these paths left behind."""
+    for path in paths:
+        for tmp in Path(path).parent.glob(f".{glob.escape(Path(path).name)}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+
+def _pair_files(stem: Path, tensors: dict, info: dict, fmt: str) -> tuple[dict[Path, bytes], str]:
+    """The bytes of STEM.safetensors and STEM.json, and the save id both carry."""
     save_id = uuid.uuid4().hex
     flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     weights = safetensors_bytes(flat, metadata={"format": "pt", "dfplan_save_id": save_id})
-    atomic_write_bytes(_with(stem, ".safetensors"), weights)
     header = {"format": fmt, "format_version": FORMAT_VERSION, "save_id": save_id}
-    atomic_write_json(_with(stem, ".json"), {**header, **info})
-    return save_id
+    meta = (json.dumps({**header, **info}, indent=2) + "\n").encode()
+    return {_with(stem, ".safetensors"): weights, _with(stem, ".json"): meta}, save_id
 
 
 def _read_pair(stem: Path, fmt: str, what: str) -> tuple[dict[str, torch.Tensor], dict]:
@@ -145,13 +168,21 @@ def save_checkpoint(stem: str | os.PathLike, model: DiffusionForcingModel, meta:
 
     `meta` must hold "task" and should hold "normalizer", "dataset_fingerprint", "train_step".
     """
+    files, save_id = checkpoint_files(stem, model, meta)
+    atomic_write_files(files)
+    return save_id
+
+
+def checkpoint_files(
+    stem: str | os.PathLike, model: DiffusionForcingModel, meta: dict
+) -> tuple[dict[Path, bytes], str]:
+    """What `save_checkpoint` writes, as {path: bytes}, and the save id; nothing is written."""
     from dfplan import __version__
 
     if "task" not in meta:
         raise ValueError("checkpoint meta needs a 'task'")
-    stem = checkpoint_stem(stem)
     info = {"dfplan_version": __version__, **meta, "config": asdict(model.config)}
-    return _write_pair(stem, model.state_dict(), info, FORMAT)
+    return _pair_files(checkpoint_stem(stem), model.state_dict(), info, FORMAT)
 
 
 def load_checkpoint(
@@ -224,7 +255,14 @@ def resume_stem(stem: str | os.PathLike) -> Path:
 
 def save_resume(stem: str | os.PathLike, tensors: dict[str, torch.Tensor], info: dict) -> None:
     """Write `STEM.resume.safetensors` (named tensors) and `STEM.resume.json` (`info`)."""
-    _write_pair(resume_stem(stem), tensors, info, RESUME_FORMAT)
+    atomic_write_files(resume_files(stem, tensors, info))
+
+
+def resume_files(
+    stem: str | os.PathLike, tensors: dict[str, torch.Tensor], info: dict
+) -> dict[Path, bytes]:
+    """What `save_resume` writes, as {path: bytes}; nothing is written."""
+    return _pair_files(resume_stem(stem), tensors, info, RESUME_FORMAT)[0]
 
 
 def load_resume(stem: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:

@@ -30,12 +30,14 @@ from tqdm import tqdm
 from dfplan import diffusion
 from dfplan.checkpoint import (
     atomic_write_bytes,
+    atomic_write_files,
+    checkpoint_files,
     flatten_optimizer,
     load_checkpoint,
     load_resume,
+    remove_stale_temps,
+    resume_files,
     resume_stem,
-    save_checkpoint,
-    save_resume,
     unflatten_optimizer,
 )
 from dfplan.envs.tasks import get_task
@@ -357,6 +359,10 @@ def train(config: TrainConfig, data: Trajectories) -> Path:
             dist.barrier()  # every rank has read the old files before rank 0 writes new ones
         if is_main:
             out.mkdir(parents=True, exist_ok=True)
+            # A run killed mid-save leaves hidden temp files; they hold nothing worth keeping.
+            ends = (".safetensors", ".json", ".resume.safetensors", ".resume.json")
+            names = [stem.name + end for end in ends] + ["metrics.jsonl", "curve.png"]
+            remove_stale_temps(*(out / name for name in names))
             kept = [r for r in _read_metrics(metrics_path) if r["step"] <= step]
             atomic_write_bytes(metrics_path, "".join(json.dumps(r) + "\n" for r in kept).encode())
         net = raw
@@ -453,7 +459,8 @@ def _save(stem, raw, ema, opt, sampler, noise_gen, meta, step, world, device, is
     gathered = {name: _gather(t, world, device) for name, t in rng.items()}
     if not is_main:
         return
-    save_id = save_checkpoint(stem, ema if ema is not None else raw, {**meta, "train_step": step})
+    model = ema if ema is not None else raw
+    files, save_id = checkpoint_files(stem, model, {**meta, "train_step": step})
     tensors = {f"model.{k}": v for k, v in raw.state_dict().items()}
     if ema is not None:
         tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
@@ -468,7 +475,9 @@ def _save(stem, raw, ema, opt, sampler, noise_gen, meta, step, world, device, is
         "optimizer": opt_info,
         "train_config": meta["train_config"],
     }
-    save_resume(stem, tensors, info)
+    # One write for all four files: serialising and syncing end before the first rename, so a
+    # kill cannot leave a checkpoint without its matching resume state (short of the renames).
+    atomic_write_files({**files, **resume_files(stem, tensors, info)})
 
 
 def _load_resume_state(stem: Path, config: TrainConfig, fingerprint: str) -> dict:

@@ -1,17 +1,11 @@
 """`dfplan bench` and `dfplan plot` end to end on a tiny model: result schema, sharding."""
 
 import json
-import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
-import torch
-
-from dfplan.checkpoint import save_checkpoint
-from dfplan.model import DiffusionForcingModel, ModelConfig
-from dfplan.normalizer import Normalizer
+from helpers import dfplan, save_tiny_checkpoint
 
 SCHEMA = {
     "task": str,
@@ -32,24 +26,7 @@ EPISODE_SCHEMA = {"seed": int, "raw_return": float, "normalized": float, "succes
 
 @pytest.fixture
 def tiny_checkpoint(tmp_path):
-    torch.manual_seed(0)
-    model = DiffusionForcingModel(
-        ModelConfig(n_layer=1, n_head=2, n_embd=16, max_tokens=3, frame_stack=5)
-    )
-    ones = np.ones(4, np.float32)
-    norm = Normalizer(ones * 2, ones, np.zeros(2, np.float32), np.full(2, 0.5, np.float32))
-    meta = {
-        "task": "maze2d-umaze",
-        "normalizer": norm.to_dict(),
-        "planner": {"sampling_steps": 3, "mcg_samples": 2, "refresh_rows": 1},
-    }
-    save_checkpoint(tmp_path / "tiny", model, meta)
-    return str(tmp_path / "tiny")
-
-
-def dfplan(*args, runner=(sys.executable, "-m", "dfplan")):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([*runner, *args], capture_output=True, text=True, env=env, timeout=600)
+    return str(save_tiny_checkpoint(tmp_path / "tiny", max_tokens=3, sampling_steps=3))
 
 
 def test_bench_end_to_end_writes_a_valid_result_and_plots(tmp_path, tiny_checkpoint):

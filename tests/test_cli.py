@@ -8,25 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-
-def dfplan(*args, env=None, timeout=120):
-    return subprocess.run(
-        [sys.executable, "-m", "dfplan", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=timeout,
-    )
-
-
-def assert_clear_error(result, *fragments):
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    for f in fragments:
-        assert f in lines[0], lines[0]
+from helpers import assert_clear_error, dfplan, trajectories
 
 
 def test_help_and_info():
@@ -56,7 +38,6 @@ def test_bad_datasets_through_the_cli(tmp_path):
     import numpy as np
 
     from dfplan.envs.datasets import write_d4rl_hdf5
-    from dfplan.envs.trajectories import Trajectories
 
     r = dfplan("train", "maze2d-medium", "--steps", "1")
     assert_clear_error(r, "not found", "dfplan data")
@@ -65,14 +46,7 @@ def test_bad_datasets_through_the_cli(tmp_path):
     corrupt = tmp_path / "corrupt.hdf5"
     corrupt.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)
     assert_clear_error(dfplan("train", "maze2d-umaze", "--dataset", str(corrupt)), "corrupt")
-    n = 400
-    wrong = Trajectories(
-        np.zeros((n, 17), np.float32),
-        np.zeros((n, 6), np.float32),
-        np.zeros(n, np.float32),
-        np.zeros(n, bool),
-        np.zeros(n, bool),
-    )
+    wrong = trajectories(np.zeros((400, 17), np.float32), np.zeros((400, 6), np.float32))
     write_d4rl_hdf5(wrong, tmp_path / "wrong.hdf5")
     r = dfplan("train", "maze2d-umaze", "--dataset", str(tmp_path / "wrong.hdf5"))
     assert_clear_error(r, "observations of size 17")

@@ -4,6 +4,7 @@ import h5py
 import minari
 import numpy as np
 import pytest
+from helpers import trajectories
 
 from dfplan.envs import get_task
 from dfplan.envs.datasets import (
@@ -117,29 +118,15 @@ def test_bad_datasets_give_clear_errors(tmp_path):
         load_trajectories(bad)
     good = tmp_path / "good.hdf5"
     n = 50
-    traj = Trajectories(
-        np.zeros((n, 4), np.float32),
-        np.zeros((n, 2), np.float32),
-        np.zeros(n, np.float32),
-        np.zeros(n, bool),
-        np.zeros(n, bool),
-    )
+    traj = trajectories(np.zeros((n, 4), np.float32), np.zeros((n, 2), np.float32))
     write_d4rl_hdf5(traj, good)
     truncated = tmp_path / "truncated.hdf5"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(UserError, match="corrupt or truncated"):
         load_trajectories(truncated)
     wrong = tmp_path / "wrong.hdf5"
-    write_d4rl_hdf5(
-        Trajectories(
-            np.zeros((n, 17), np.float32),
-            np.zeros((n, 6), np.float32),
-            traj.rewards,
-            traj.terminals,
-            traj.timeouts,
-        ),
-        wrong,
-    )
+    wide = trajectories(np.zeros((n, 17), np.float32), np.zeros((n, 6), np.float32))
+    write_d4rl_hdf5(wide, wrong)
     with pytest.raises(UserError, match="needs 4 and 2"):
         load_trajectories(wrong, UMAZE)
     missing_key = tmp_path / "missing.hdf5"

@@ -3,33 +3,16 @@
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch
+from helpers import save_tiny_checkpoint
 
 import dfplan  # noqa: F401
-from dfplan.checkpoint import save_checkpoint
 from dfplan.errors import UserError
-from dfplan.model import DiffusionForcingModel, ModelConfig
-from dfplan.normalizer import Normalizer
 from dfplan.policies.diffusion_forcing import DiffusionForcingPolicy
-
-NORMALIZER = Normalizer(
-    np.array([2, 2, 0, 0], np.float32),
-    np.array([1, 1, 1, 1], np.float32),
-    np.zeros(2, np.float32),
-    np.full(2, 0.5, np.float32),
-)
 
 
 @pytest.fixture
 def tiny_checkpoint(tmp_path):
-    torch.manual_seed(0)
-    model = DiffusionForcingModel(
-        ModelConfig(n_layer=1, n_head=2, n_embd=16, max_tokens=4, frame_stack=5)
-    )
-    planner = {"sampling_steps": 4, "mcg_samples": 2, "refresh_rows": 1}
-    meta = {"task": "maze2d-umaze", "normalizer": NORMALIZER.to_dict(), "planner": planner}
-    save_checkpoint(tmp_path / "tiny", model, meta)
-    return tmp_path / "tiny"
+    return save_tiny_checkpoint(tmp_path / "tiny")
 
 
 def test_vector_env_batch_equals_single_policies(tiny_checkpoint):

@@ -1,0 +1,73 @@
+"""Helpers shared by several test files: the CLI as a subprocess, tiny checkpoints, trajectories.
+
+Imported as `from helpers import ...` (pytest puts this folder on sys.path).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dfplan.checkpoint import save_checkpoint
+from dfplan.envs.trajectories import Trajectories
+from dfplan.model import DiffusionForcingModel, ModelConfig
+from dfplan.normalizer import Normalizer
+
+DFPLAN = (sys.executable, "-m", "dfplan")
+# Positions around the U-maze's middle, unit spread; actions in [-1, 1].
+TINY_NORMALIZER = Normalizer(
+    np.array([2, 2, 0, 0], np.float32),
+    np.array([1, 1, 1, 1], np.float32),
+    np.zeros(2, np.float32),
+    np.full(2, 0.5, np.float32),
+)
+
+
+def dfplan(
+    *args: str, env: dict | None = None, runner: tuple = DFPLAN, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """Run the CLI as a user does; one thread, as on the busy 2-core test machine."""
+    return subprocess.run(
+        [*runner, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})},
+        timeout=timeout,
+    )
+
+
+def assert_clear_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    """Exit code 2, exactly one line on stderr holding every fragment, no traceback."""
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for f in fragments:
+        assert f in lines[0], lines[0]
+
+
+def save_tiny_checkpoint(
+    stem: Path, max_tokens: int = 4, sampling_steps: int = 4, task: str = "maze2d-umaze"
+) -> Path:
+    """A random-weight model of a few thousand parameters, saved as a real checkpoint."""
+    torch.manual_seed(0)
+    model = DiffusionForcingModel(
+        ModelConfig(n_layer=1, n_head=2, n_embd=16, max_tokens=max_tokens, frame_stack=5)
+    )
+    planner = {"sampling_steps": sampling_steps, "mcg_samples": 2, "refresh_rows": 1}
+    meta = {"task": task, "normalizer": TINY_NORMALIZER.to_dict(), "planner": planner}
+    save_checkpoint(stem, model, meta)
+    return stem
+
+
+def trajectories(observations: np.ndarray, actions: np.ndarray) -> Trajectories:
+    """Trajectories around the given arrays: zero rewards, one episode (no ends marked)."""
+    n = len(observations)
+    return Trajectories(
+        observations, actions, np.zeros(n, np.float32), np.zeros(n, bool), np.zeros(n, bool)
+    )

@@ -1,0 +1,147 @@
+"""`kill -9` during `dfplan train` and `dfplan bench`, then the same command again (real processes).
+
+Nothing partial may ever sit under a final file name, training must resume from its last
+checkpoint (losing at most one checkpoint interval) and bench must restart cleanly. The kill
+during `dfplan data` is in test_cli.py.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import DFPLAN, dfplan, save_tiny_checkpoint, trajectories
+from safetensors.torch import load_file
+
+from dfplan.checkpoint import load_checkpoint, load_resume
+from dfplan.envs.datasets import write_d4rl_hdf5
+
+CHECKPOINT_EVERY = 10
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _start(args: list[str], log: Path) -> subprocess.Popen:
+    with open(log, "w") as f:  # a file, not a pipe: an unread pipe could block the child
+        return subprocess.Popen(
+            [*DFPLAN, *args], stdout=f, stderr=subprocess.STDOUT, env=ONE_THREAD
+        )
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+def _metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def _assert_every_visible_file_is_whole(folder: Path) -> None:
+    """Every file under a final name parses; only hidden temp files may be partial."""
+    for path in folder.iterdir():
+        if path.name.startswith("."):
+            assert path.name.endswith(".tmp"), path
+        elif path.suffix == ".json":
+            json.loads(path.read_text())
+        elif path.suffix == ".jsonl":
+            [json.loads(line) for line in path.read_text().splitlines()]
+        elif path.suffix == ".safetensors":
+            load_file(path)
+        elif path.suffix == ".png":
+            assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        else:
+            pytest.fail(f"unexpected file {path}")
+
+
+def _pause_past_a_checkpoint(proc: subprocess.Popen, run: Path) -> tuple[int, int]:
+    """Stop the run (SIGSTOP) once it has saved and trained past the save: (saved, logged) steps.
+
+    Stopped, it cannot write, so what we read is what the kill leaves. Where it stops is up to
+    the scheduler: sometimes in the middle of a save, which is the case worth testing most.
+    """
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, (run.parent / "train.log").read_text()
+        if (run / "latest.resume.json").exists():
+            proc.send_signal(signal.SIGSTOP)
+            saved = json.loads((run / "latest.resume.json").read_text())["step"]
+            logged = _metrics(run)[-1]["step"]
+            if logged > saved:
+                return saved, logged
+            proc.send_signal(signal.SIGCONT)
+        time.sleep(0.05)
+    pytest.fail("training never got past its first checkpoint")
+
+
+def test_kill_during_train_then_resume(tmp_path):
+    rng = np.random.default_rng(0)
+    data = trajectories(
+        rng.normal(2, 1, (400, 4)).astype(np.float32),
+        rng.uniform(-1, 1, (400, 2)).astype(np.float32),
+    )
+    write_d4rl_hdf5(data, tmp_path / "data.hdf5")
+    run = tmp_path / "run"
+    common = ["train", "maze2d-umaze", "--dataset", str(tmp_path / "data.hdf5"), "--out", str(run)]
+    common += ["--no-progress"]
+    tiny = ["--window", "20", "--n-layer", "1", "--n-head", "2", "--n-embd", "16"]
+    tiny += ["--batch-size", "4", "--log-every", "1", "--checkpoint-every", str(CHECKPOINT_EVERY)]
+    proc = _start([*common, *tiny, "--steps", "1000000"], tmp_path / "train.log")
+    try:
+        saved, logged = _pause_past_a_checkpoint(proc, run)
+    finally:
+        _kill(proc)
+
+    _assert_every_visible_file_is_whole(run)
+    _, meta = load_checkpoint(run / "latest", task="maze2d-umaze")
+    _, info = load_resume(run / "latest")
+    assert meta["train_step"] == info["step"] == saved
+    assert info["checkpoint_save_id"] == meta["save_id"]  # the pair and its resume state match
+    assert logged - saved <= CHECKPOINT_EVERY  # at most one checkpoint interval is lost
+    before = _metrics(run)
+    # What a kill in the middle of writing a file leaves: the rerun must not trip over it.
+    (run / ".latest.safetensors.x1y2z3.tmp").write_bytes(b"half a file")
+
+    r = dfplan(*common, "--resume", "--steps", str(saved + 15), timeout=300)
+    assert r.returncode == 0, r.stderr
+    _assert_every_visible_file_is_whole(run)
+    assert not [p for p in run.iterdir() if p.name.startswith(".")]
+    _, info = load_resume(run / "latest")
+    assert info["step"] == saved + 15
+    after = _metrics(run)
+    assert [m["step"] for m in after] == list(range(1, saved + 16))
+    assert after[:saved] == before[:saved]
+    # Resumed from step `saved`, exactly: the steps redone after it repeat the killed run's.
+    redone = slice(saved, logged)
+    assert [(m["loss"], m["grad_norm"]) for m in after[redone]] == [
+        (m["loss"], m["grad_norm"]) for m in before[redone]
+    ]
+
+
+def test_kill_during_bench_then_rerun(tmp_path):
+    checkpoint = save_tiny_checkpoint(tmp_path / "tiny", max_tokens=3, sampling_steps=3)
+    res = tmp_path / "res"
+    args = ["bench", "maze2d-umaze", "--checkpoint", str(checkpoint), "--episodes", "2"]
+    args += ["--batch-size", "1", "--out", str(res), "--device", "cpu"]
+    log = tmp_path / "bench.log"
+    proc = _start(args, log)
+    try:
+        deadline = time.monotonic() + 120
+        while "1/2" not in log.read_text():  # the progress bar: one episode of two done
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+    finally:
+        _kill(proc)
+    assert list(res.iterdir()) == []  # no result, not even a temp file
+
+    (res / ".maze2d-umaze_df.json.x1y2z3.tmp").write_text('{"task": "maze2d-')  # a killed write
+    r = dfplan(*args, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in res.iterdir()) == ["maze2d-umaze_df.json"]
+    result = json.loads((res / "maze2d-umaze_df.json").read_text())
+    assert [e["seed"] for e in result["per_episode"]] == [0, 1]
+    assert result["episodes"] == 2 and result["checkpoint"] == str(checkpoint)
