@@ -44,12 +44,13 @@ class PlannerConfig:
     guide_waiting: bool = False  # also push tokens that wait at their level this row (far future)
     horizon_tokens: int = 0  # cap on planned tokens; 0 = the model's max_tokens
     eta: float = 0.0  # DDIM stochasticity (0 = deterministic given the initial noise)
+    candidates: int = 1  # cold start: plans drawn per environment, the best by reward is kept
 
     def validate(self) -> None:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got '{self.schedule}'")
-        if self.sampling_steps < 1 or self.mcg_samples < 1 or self.refresh_rows < 1:
-            raise ValueError("sampling_steps, mcg_samples and refresh_rows must be >= 1")
+        if min(self.sampling_steps, self.mcg_samples, self.refresh_rows, self.candidates) < 1:
+            raise ValueError("sampling_steps, mcg_samples, refresh_rows, candidates must be >= 1")
         if min(self.guidance_scale, self.horizon_tokens, self.eta, self.uncertainty) < 0:
             raise ValueError("guidance_scale, horizon_tokens, eta and uncertainty must be >= 0")
 
@@ -254,33 +255,71 @@ class DiffusionForcingPlanner:
         steps_left: (B,) or int, steps remaining in the episode (caps the plan length).
         """
         first_obs, steps_left, tokens = self._prepare(obs, steps_left)
-        b, d = first_obs.shape[0], self.model.config.token_dim
+        b = first_obs.shape[0]
         profile = cold_schedule(self.config, tokens).to(self.device)  # (rows + 1, T)
-        floor = profile[-1]
         cold = self.cold.clone() if self.config.warm_start else torch.ones(b, dtype=torch.bool)
-        if self.tokens is None or cold.all():
-            x = self._randn(tokens, d)
-            per_env = [list(profile)] * b
-        else:
-            x, levels = self._warm_levels(floor, tokens, active=~cold)
-            x[cold] = self._randn(tokens, d, active=cold)[cold]
-            per_env = []
-            for k in range(b):
-                if cold[k]:
-                    per_env.append(list(profile))
-                else:  # one level per row down to the profile (refresh_rows for the pyramid)
-                    depth = int((levels[k] - floor).max())
-                    per_env.append([torch.maximum(floor, levels[k] - r) for r in range(depth + 1)])
-        # Environments with fewer rows wait at their first row (no-op rows) so all end together.
-        n = max(len(r) for r in per_env)
-        rows = [torch.stack([r[max(0, i - (n - len(r)))] for r in per_env]) for i in range(n)]
-        x, x0 = self._run(x, rows, first_obs, reward, steps_left)
-        self.tokens, self.levels = x.detach(), rows[-1].clone()
+        if self.tokens is None:
+            cold[:] = True
+        # Cold and warm environments run as two passes over the whole batch; in each pass the
+        # other group waits on no-op rows (the reward is a callable on the whole batch).
+        x = x0 = None
+        if cold.any():
+            x, x0 = self._cold_start(profile, cold, first_obs, reward, steps_left)
+        if not cold.all():
+            xw, x0w = self._warm_start(profile[-1], tokens, ~cold, first_obs, reward, steps_left)
+            if x is None:
+                x, x0 = xw, x0w
+            else:
+                warm = ~cold[:, None, None]
+                x, x0 = torch.where(warm, xw, x), torch.where(warm, x0w, x0)
+        self.tokens, self.levels = x.detach(), profile[-1].expand(b, tokens).clone()
         self.cold[:] = False
         od = self.model.config.obs_dim
         first_action = tokens_to_frames(x0[:, :1], self.frame_stack)[:, 0, od:]
         action = self.normalizer.denormalize_act(first_action).clamp(-1.0, 1.0)
         return action.cpu().numpy()
+
+    def _cold_start(self, profile, cold, first_obs, reward, steps_left):
+        """Plan the `cold` environments from pure noise down the cold profile.
+
+        With `candidates` K > 1, each draws K plans one after another and keeps the one whose
+        final x0 scores highest under the reward: guidance only follows the local gradient, so
+        from a start where the straight line to the goal runs into a wall, a plan that goes
+        around is found by sampling, not by ascent. Later decisions warm-start from it.
+        """
+        tokens, d = profile.shape[1], self.model.config.token_dim
+        rows = [torch.where(cold[:, None], row, profile[0]) for row in profile]  # warm: no-op
+        best = None
+        for _ in range(self.config.candidates):
+            x, x0 = self._run(
+                self._randn(tokens, d, active=cold), rows, first_obs, reward, steps_left
+            )
+            if self.config.candidates == 1 or reward is None:  # nothing to choose by
+                return x, x0
+            score = reward(self.to_plan(x0, steps_left))
+            if best is None:
+                best = [x, x0, score]
+                continue
+            better = score > best[2]
+            best[0] = torch.where(better[:, None, None], x, best[0])
+            best[1] = torch.where(better[:, None, None], x0, best[1])
+            best[2] = torch.maximum(score, best[2])
+        return best[0], best[1]
+
+    def _warm_start(self, floor, tokens, warm, first_obs, reward, steps_left):
+        """Shift the `warm` environments' plans by one frame, re-noise and denoise to `floor`."""
+        x, levels = self._warm_levels(floor, tokens, active=warm)
+        # One level per row down to the floor (refresh_rows rows for the pyramid); cold
+        # environments, and warm ones with fewer rows, wait on no-op rows so all end together.
+        per_env = [
+            [torch.maximum(floor, levels[k] - r) for r in range(int((levels[k] - floor).max()) + 1)]
+            if warm[k]
+            else [levels[k]]
+            for k in range(len(warm))
+        ]
+        n = max(len(r) for r in per_env)
+        rows = [torch.stack([r[max(0, i - (n - len(r)))] for r in per_env]) for i in range(n)]
+        return self._run(x, rows, first_obs, reward, steps_left)
 
     @torch.no_grad()
     def sample(self, obs, steps: int, reward=None, schedule: torch.Tensor | None = None) -> Plan:

@@ -6,10 +6,12 @@ import pytest
 import torch
 
 from dfplan import diffusion
+from dfplan import planner as planner_module
 from dfplan.guidance import ActionEnergyReward, GoalReward, KeepAwayReward, SumReward
 from dfplan.model import DiffusionForcingModel, ModelConfig, tokens_to_frames
 from dfplan.normalizer import Normalizer
 from dfplan.planner import DiffusionForcingPlanner, PlannerConfig, shift_one_frame
+from dfplan.rollout import rollout
 
 
 def tiny_planner(seed=0, prediction="x0", **kw):
@@ -173,3 +175,38 @@ def test_other_rewards_plug_in():
     )
     a = planner.act(np.array([[2.0, 2.0, 0, 0], [1.0, 3.0, 0, 0]]), reward, 10)
     assert a.shape == (2, 2) and np.all(np.isfinite(a))
+
+
+def test_cold_start_candidates_keep_the_best_plan_by_reward():
+    reward = GoalReward(torch.tensor([[3.0, 3.0], [1.0, 2.0], [2.0, 1.0]]))
+    obs = np.array([[2.0, 2.0, 0.0, 0.0], [1.5, 2.5, 0.1, 0.0], [2.5, 1.5, 0.0, -0.1]])
+    scores = {}
+    for k in (1, 4):
+        planner = tiny_planner(candidates=k, guidance_scale=0.5, mcg_samples=2)
+        planner.reset(3, seeds=[0, 1, 2])
+        first_obs, steps_left, tokens = planner._prepare(obs, 20)
+        profile = planner_module.cold_schedule(planner.config, tokens)
+        cold = torch.ones(3, dtype=torch.bool)
+        _, x0 = planner._cold_start(profile, cold, first_obs, reward, steps_left)
+        scores[k] = reward(planner.to_plan(x0, steps_left))
+    # candidate 1 of 4 is the single plan (same generator, same draws), so 4 can only be better
+    assert torch.all(scores[4] >= scores[1] - 1e-5)
+    assert torch.any(scores[4] > scores[1] + 1e-3)
+
+
+def test_rollout_runs_past_the_training_window_and_is_reproducible():
+    planner = tiny_planner()
+    model = planner.model
+    first = torch.tensor([[0.5, -0.5, 0.0, 0.1], [0.0, 0.0, 0.0, 0.0]])
+    tokens = 3 * model.config.max_tokens  # three windows: the context slides
+    out = rollout(model, first, tokens, steps=3, context_level=1, generator=_gen(7))
+    assert out.shape == (2, tokens, model.config.token_dim)
+    assert torch.isfinite(out).all()
+    again = rollout(model, first, tokens + 2, steps=3, context_level=1, generator=_gen(7))
+    torch.testing.assert_close(again[:, :tokens], out)  # token t depends only on the past
+    with pytest.raises(ValueError, match="context_level"):
+        rollout(model, first, 2, steps=3, context_level=4)
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
