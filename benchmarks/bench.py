@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from dfplan.benchmarks.harness import run_episodes, summarize
-from dfplan.checkpoint import atomic_write_json, remove_stale_temps
+from dfplan.checkpoint import atomic_write_json, ensure_writable_dir, remove_stale_temps
 from dfplan.envs import get_task
 from dfplan.errors import UserError
 
@@ -130,16 +130,7 @@ def run_bench(args: argparse.Namespace) -> int:
         raise UserError(f"--batch-size must be a positive number, got {args.batch_size}")
     device = check_device(args.device)
     out = Path(args.out) if args.out else Path("results")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is a file; give a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        msg = f"cannot write results to {out} ({e.strerror}); pass a writable --out"
-        raise UserError(msg) from None
+    ensure_writable_dir(out, "--out", "results")
 
     spec = (args.method, task.name, args.checkpoint, device, tuple(args.planner), args.batch_size)
     rank, world = _distributed()

@@ -86,6 +86,22 @@ def remove_stale_temps(*paths: Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
+def ensure_writable_dir(path: Path, flag: str, what: str) -> None:
+    """Create folder `path` if needed and check that files can be written in it, so a bad
+    output flag fails at once with one line (UserError), not with a traceback after the work."""
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {path} exists and is a file; give a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(
+            f"cannot write {what} to {path} ({e.strerror}); pass a writable {flag}"
+        ) from None
+
+
 def _pair_files(stem: Path, tensors: dict, info: dict, fmt: str) -> tuple[dict[Path, bytes], str]:
     """The bytes of STEM.safetensors and STEM.json, and the save id both carry."""
     save_id = uuid.uuid4().hex

@@ -32,6 +32,7 @@ from dfplan.checkpoint import (
     atomic_write_bytes,
     atomic_write_files,
     checkpoint_files,
+    ensure_writable_dir,
     flatten_optimizer,
     load_checkpoint,
     load_resume,
@@ -605,6 +606,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     task = get_task(args.task)
     out = Path(args.out).expanduser() if args.out else dfplan_home() / "runs" / task.name
+    ensure_writable_dir(out, "--out", "the training run")  # before the dataset loads
     stored = out / f"{CHECKPOINT_NAME}.json"
     config = recommended_config(task.name)
     if args.resume and stored.exists():

@@ -71,3 +71,15 @@ def trajectories(observations: np.ndarray, actions: np.ndarray) -> Trajectories:
     return Trajectories(
         observations, actions, np.zeros(n, np.float32), np.zeros(n, bool), np.zeros(n, bool)
     )
+
+
+def write_random_dataset(path: Path, rows: int = 400) -> Path:
+    """A D4RL-format hdf5 of one episode of random U-maze-sized rows: enough to train on."""
+    from dfplan.envs.datasets import write_d4rl_hdf5
+
+    rng = np.random.default_rng(0)
+    observations = rng.normal(2, 1, (rows, 4)).astype(np.float32)
+    write_d4rl_hdf5(
+        trajectories(observations, rng.uniform(-1, 1, (rows, 2)).astype(np.float32)), path
+    )
+    return path

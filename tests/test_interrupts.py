@@ -12,13 +12,11 @@ import subprocess
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from helpers import DFPLAN, dfplan, save_tiny_checkpoint, trajectories
+from helpers import DFPLAN, dfplan, save_tiny_checkpoint, write_random_dataset
 from safetensors.torch import load_file
 
 from dfplan.checkpoint import load_checkpoint, load_resume
-from dfplan.envs.datasets import write_d4rl_hdf5
 
 CHECKPOINT_EVERY = 10
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -78,14 +76,9 @@ def _pause_past_a_checkpoint(proc: subprocess.Popen, run: Path) -> tuple[int, in
 
 
 def test_kill_during_train_then_resume(tmp_path):
-    rng = np.random.default_rng(0)
-    data = trajectories(
-        rng.normal(2, 1, (400, 4)).astype(np.float32),
-        rng.uniform(-1, 1, (400, 2)).astype(np.float32),
-    )
-    write_d4rl_hdf5(data, tmp_path / "data.hdf5")
+    data = write_random_dataset(tmp_path / "data.hdf5")
     run = tmp_path / "run"
-    common = ["train", "maze2d-umaze", "--dataset", str(tmp_path / "data.hdf5"), "--out", str(run)]
+    common = ["train", "maze2d-umaze", "--dataset", str(data), "--out", str(run)]
     common += ["--no-progress"]
     tiny = ["--window", "20", "--n-layer", "1", "--n-head", "2", "--n-embd", "16"]
     tiny += ["--batch-size", "4", "--log-every", "1", "--checkpoint-every", str(CHECKPOINT_EVERY)]
