@@ -21,7 +21,7 @@ from dfplan.checkpoint import atomic_write_json, ensure_writable_dir, remove_sta
 from dfplan.envs import get_task
 from dfplan.errors import UserError
 
-METHODS = ("df", "df-nomcg", "expert", "random")
+METHODS = ("df", "df-nomcg", "diffuser", "expert", "random")
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,7 +42,8 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         nargs="*",
         default=[],
         metavar="FIELD=VALUE",
-        help="override planner settings, e.g. guidance_scale=0.5 mcg_samples=8",
+        help="override planner settings, e.g. guidance_scale=0.5 mcg_samples=8 (df), "
+        "replan_every=10 diffused_actions=true (diffuser)",
     )
     p.add_argument(
         "--workers",
@@ -53,13 +54,14 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label", default=None, help="name for this variant in tables, plots, files")
 
 
-def parse_overrides(pairs: list[str]) -> dict:
-    """['guidance_scale=0.5', 'warm_start=false'] -> typed PlannerConfig overrides."""
+def parse_overrides(pairs: list[str], config_cls: type | None = None) -> dict:
+    """['guidance_scale=0.5', 'warm_start=false'] -> typed overrides of `config_cls`'s fields
+    (default: the DF planner's PlannerConfig)."""
     from dataclasses import fields
 
     from dfplan.planner import PlannerConfig
 
-    types = {f.name: f.type for f in fields(PlannerConfig)}
+    types = {f.name: f.type for f in fields(config_cls or PlannerConfig)}
     out = {}
     for pair in pairs:
         name, _, text = pair.partition("=")
@@ -91,6 +93,11 @@ def make_policy(method: str, task, checkpoint: str | None, device: str | None, p
         if method == "df-nomcg":
             overrides["mcg_samples"] = 1
         return DiffusionForcingPolicy.from_pretrained(task.name, checkpoint, device, **overrides)
+    if method == "diffuser":
+        from dfplan.policies.diffuser import DiffuserConfig, DiffuserPolicy
+
+        overrides = parse_overrides(list(planner), DiffuserConfig)
+        return DiffuserPolicy.from_pretrained(task.name, checkpoint, device, **overrides)
     if method == "expert":
         from dfplan.policies import WaypointExpert
 
@@ -176,13 +183,14 @@ def run_bench(args: argparse.Namespace) -> int:
         },
         "decisions_per_second": dps,
         "wall_seconds": wall,
-        "device": device if args.method.startswith("df") else "cpu",
+        "device": device if args.method not in ("expert", "random") else "cpu",
         "machine": f"{platform.machine()} {os.cpu_count()} cpus",
         "checkpoint": shards[0]["checkpoint"],
         "config": shards[0]["config"],
         "workers": max(world, args.workers),
-        "protocol": "D4RL-faithful env, full time limit, sparse reward r=0.5, replanning every "
-        "step, seeds seed..seed+N-1, D4RL-normalised x100, mean +- SE",
+        "protocol": "D4RL-faithful env, full time limit, sparse reward r=0.5, "
+        f"{_replanning(shards[0]['config'])}, seeds seed..seed+N-1, D4RL-normalised x100, "
+        "mean +- SE",
         "per_episode": [r.to_dict() for r in records],
     }
     name = f"{task.name}_{args.method}" + (f"_{args.label}" if args.label else "")
@@ -192,6 +200,18 @@ def run_bench(args: argparse.Namespace) -> int:
     print_table([result])
     print(f"result: {path}")
     return 0
+
+
+def _replanning(config: dict) -> str:
+    """How often the policy plans, for the protocol line (Diffuser's may plan once)."""
+    every = config.get("replan_every")
+    if every is None:
+        return "replanning every step"
+    if every:
+        return f"replanning every {every} steps"
+    if config.get("diffused_actions"):
+        return "a plan's actions executed open-loop, replanned when they run out"
+    return "one plan per episode, tracked"
 
 
 def run_shard(spec: tuple, seed: int, episodes: int, progress: bool = True, policy=None) -> dict:

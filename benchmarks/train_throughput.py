@@ -2,6 +2,7 @@
 
     python -m dfplan.benchmarks.train_throughput                  # the shipped umaze config
     python -m dfplan.benchmarks.train_throughput --task maze2d-large --threads 2
+    python -m dfplan.benchmarks.train_throughput --task maze2d-large --model diffuser --threads 1
 
 Times the trainer's own step (window sampling, per-token noise, forward, backward, gradient clip,
 AdamW) after a few warm-up steps. The data is random (throughput does not depend on values), laid
@@ -17,11 +18,14 @@ import time
 import numpy as np
 import torch
 
+from dfplan.checkpoint import MODEL_KINDS
 from dfplan.envs.trajectories import Trajectories
-from dfplan.model import DiffusionForcingModel, ModelConfig
+from dfplan.model import ModelConfig
 from dfplan.normalizer import Normalizer
+from dfplan.temporal_unet import UNetConfig
 from dfplan.train import (
     WindowSampler,
+    diffuser_loss,
     diffusion_loss,
     make_optimizer,
     recommended_config,
@@ -42,7 +46,7 @@ def random_trajectories(rows: int = 20_000, episode: int = 2_000, seed: int = 0)
 
 
 def measure(
-    model_config: ModelConfig,
+    model_config: ModelConfig | UNetConfig,
     window: int,
     batch_size: int,
     steps: int,
@@ -52,7 +56,9 @@ def measure(
     """Seconds per training step of the real loop's step, averaged over `steps` after warm-up."""
     torch.manual_seed(0)
     config = recommended_config("maze2d-umaze")
-    model = DiffusionForcingModel(model_config).to(device).train()
+    diffuser = isinstance(model_config, UNetConfig)
+    model = MODEL_KINDS["diffuser" if diffuser else "df"][1](model_config).to(device).train()
+    loss_fn = diffuser_loss if diffuser else diffusion_loss
     opt = make_optimizer(model, config)
     data = random_trajectories()
     sampler = WindowSampler(
@@ -62,7 +68,7 @@ def measure(
 
     def step() -> None:
         first_obs, tokens = sampler.sample(batch_size)
-        loss = diffusion_loss(model, first_obs.to(device), tokens.to(device), gen)
+        loss = loss_fn(model, first_obs.to(device), tokens.to(device), gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -96,6 +102,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-layer", type=int, default=None)
     parser.add_argument("--n-embd", type=int, default=None)
     parser.add_argument("--n-head", type=int, default=None)
+    parser.add_argument("--model", choices=tuple(MODEL_KINDS), default="df")
+    parser.add_argument("--dim", type=int, default=None, help="--model diffuser: U-Net channels")
     parser.add_argument("--steps", type=int, default=40, help="timed steps")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
@@ -103,18 +111,29 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    config = recommended_config(args.task)
+    config = recommended_config(args.task, args.model)
     window = args.window or config.window
-    overrides = {k: getattr(args, k) for k in ("n_layer", "n_embd", "n_head") if getattr(args, k)}
-    model = ModelConfig(
-        **{**config.model.__dict__, **overrides, "max_tokens": window // config.model.frame_stack}
-    )
     batch = args.batch_size or config.batch_size
+    if args.model == "diffuser":
+        dim = {"dim": args.dim} if args.dim else {}
+        model = UNetConfig(**{**config.model.__dict__, **dim, "horizon": window})
+        shape = f"U-Net {model.dim} x {model.dim_mults} channels"
+    else:
+        names = ("n_layer", "n_embd", "n_head")
+        overrides = {k: getattr(args, k) for k in names if getattr(args, k)}
+        model = ModelConfig(
+            **{
+                **config.model.__dict__,
+                **overrides,
+                "max_tokens": window // config.model.frame_stack,
+            }
+        )
+        shape = f"{model.n_layer} layers x {model.n_embd} wide, {model.n_head} heads"
     r = measure(model, window, batch, args.steps, args.warmup, args.device)
     print(
-        f"task {args.task}: {model.n_layer} layers x {model.n_embd} wide, {model.n_head} heads, "
-        f"{r['params'] / 1e6:.2f}M params; window {window} steps = {window // 10} tokens; "
-        f"batch {batch}; {args.device}, {torch.get_num_threads()} threads"
+        f"task {args.task}: {shape}, {r['params'] / 1e6:.2f}M params; window {window} steps = "
+        f"{window // model.frame_stack} tokens; batch {batch}; {args.device}, "
+        f"{torch.get_num_threads()} threads"
     )
     print(
         f"  {r['ms_per_step']:.1f} ms/step  {r['steps_per_s']:.2f} steps/s  "

@@ -28,11 +28,22 @@ from safetensors.torch import save as safetensors_bytes
 
 from dfplan.errors import UserError
 from dfplan.model import DiffusionForcingModel, ModelConfig
+from dfplan.temporal_unet import TemporalUNet, UNetConfig
 
 FORMAT = "dfplan-checkpoint"
 RESUME_FORMAT = "dfplan-resume"
 FORMAT_VERSION = 1
 SUFFIXES = (".safetensors", ".json")
+# The networks a checkpoint can hold: its JSON's "model_kind" picks the config and model classes
+# (files written before the Diffuser baseline have none and hold "df"). Kind names are also the
+# bench methods that use them.
+MODEL_KINDS = {"df": (ModelConfig, DiffusionForcingModel), "diffuser": (UNetConfig, TemporalUNet)}
+SHIPPED_SUFFIX = {"df": "", "diffuser": "-diffuser"}  # shipped stems: maze2d-umaze-diffuser, ...
+
+
+def model_kind(model: torch.nn.Module) -> str:
+    """The MODEL_KINDS name of a model instance."""
+    return next(k for k, (_, cls) in MODEL_KINDS.items() if isinstance(model, cls))
 
 
 # -- paths and atomic writes -----------------------------------------------------------------
@@ -161,18 +172,26 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
 SHIPPED_DIR = Path(__file__).parent / "checkpoints"
 
 
-def shipped_checkpoints() -> list[Path]:
-    """Stems of the checkpoints shipped as package data."""
-    return sorted(p.with_suffix("") for p in SHIPPED_DIR.glob("*.safetensors"))
+def shipped_checkpoints(kind: str | None = None) -> list[Path]:
+    """Stems of the checkpoints shipped as package data (only those of one model kind if given)."""
+    stems = sorted(p.with_suffix("") for p in SHIPPED_DIR.glob("*.safetensors"))
+    if kind is None:
+        return stems
+    suffixes = [s for k, s in SHIPPED_SUFFIX.items() if k != kind and s]
+    own = SHIPPED_SUFFIX[kind]
+    return [s for s in stems if s.name.endswith(own) and not s.name.endswith(tuple(suffixes))]
 
 
-def shipped_checkpoint(task) -> Path:
-    """The shipped checkpoint for a `Task` (Multi2D tasks share their maze's Maze2D model)."""
-    stem = SHIPPED_DIR / task.dataset_task
+def shipped_checkpoint(task, kind: str = "df") -> Path:
+    """The shipped checkpoint of a model kind for a `Task` (Multi2D tasks share their maze's
+    Maze2D model)."""
+    stem = SHIPPED_DIR / (task.dataset_task + SHIPPED_SUFFIX[kind])
     if not stem.with_suffix(".safetensors").exists():
+        what = "" if kind == "df" else f" {kind}"
+        flag = "" if kind == "df" else f" --model {kind}"
         raise UserError(
-            f"no trained checkpoint ships for {task.name} in this version; train one with "
-            f"'dfplan train {task.dataset_task}' and pass it with --checkpoint"
+            f"no trained{what} checkpoint ships for {task.name} in this version; train one with "
+            f"'dfplan train {task.dataset_task}{flag}' and pass it with --checkpoint"
         )
     return stem
 
@@ -197,7 +216,8 @@ def checkpoint_files(
 
     if "task" not in meta:
         raise ValueError("checkpoint meta needs a 'task'")
-    info = {"dfplan_version": __version__, **meta, "config": asdict(model.config)}
+    info = {"dfplan_version": __version__, **meta, "model_kind": model_kind(model)}
+    info["config"] = asdict(model.config)
     return _pair_files(checkpoint_stem(stem), model.state_dict(), info, FORMAT)
 
 
@@ -205,12 +225,14 @@ def load_checkpoint(
     stem_or_path: str | os.PathLike,
     task: str | None = None,
     device: str | torch.device = "cpu",
-) -> tuple[DiffusionForcingModel, dict]:
+    kind: str | None = "df",
+) -> tuple[torch.nn.Module, dict]:
     """Rebuild the model from `STEM.json`'s config, load `STEM.safetensors`, return (model, meta).
 
     The model is in eval mode on `device`. With `task`, the checkpoint must have been trained for
-    it. Every problem a user can cause (missing or corrupt files, a pickle, another task's or
-    another config's weights) raises UserError with one line saying what to do.
+    it; with `kind` (a MODEL_KINDS name; None: any), it must hold that kind of model. Every problem
+    a user can cause (missing or corrupt files, a pickle, another task's, kind's or config's
+    weights) raises UserError with one line saying what to do.
     """
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"device '{device}' requested but no CUDA GPU is available; use cpu")
@@ -221,24 +243,35 @@ def load_checkpoint(
             f"checkpoint {stem} was trained for task '{meta.get('task')}', not '{task}'; "
             f"use a {task} checkpoint (dfplan train {task})"
         )
-    model = DiffusionForcingModel(_model_config(meta, stem))
+    found = meta.get("model_kind", "df")
+    if found not in MODEL_KINDS:
+        raise UserError(
+            f"{stem}.json holds a '{found}' model, which this dfplan does not know; upgrade dfplan"
+        )
+    if kind is not None and found != kind:
+        raise UserError(
+            f"checkpoint {stem} holds a '{found}' model, not a '{kind}' one; "
+            f"use it as a {found} checkpoint (e.g. dfplan bench --method {found})"
+        )
+    config_cls, model_cls = MODEL_KINDS[found]
+    model = model_cls(_model_config(meta, stem, config_cls))
     _check_shapes(model, tensors, stem)
     model.load_state_dict(tensors, strict=True)
     return model.to(device).eval(), meta
 
 
-def _model_config(meta: dict, stem: Path) -> ModelConfig:
+def _model_config(meta: dict, stem: Path, config_cls: type) -> ModelConfig | UNetConfig:
     raw = meta.get("config")
     if not isinstance(raw, dict):
         raise UserError(f"{stem}.json has no model config; re-create the checkpoint")
-    known = {f.name for f in fields(ModelConfig)}
+    known = {f.name for f in fields(config_cls)}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise UserError(
             f"{stem}.json has model settings this dfplan does not know ({', '.join(unknown)}); "
             f"it was written by dfplan {meta.get('dfplan_version', '?')}: upgrade dfplan"
         )
-    config = ModelConfig(**raw)
+    config = config_cls(**raw)
     try:
         config.validate()
     except ValueError as e:
@@ -246,7 +279,7 @@ def _model_config(meta: dict, stem: Path) -> ModelConfig:
     return config
 
 
-def _check_shapes(model: DiffusionForcingModel, tensors: dict, stem: Path) -> None:
+def _check_shapes(model: torch.nn.Module, tensors: dict, stem: Path) -> None:
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     extra = sorted(set(tensors) - set(expected))

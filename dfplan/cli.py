@@ -105,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:  # pragma: no cover - the trainer is optional while it is being built
         pass
     else:
-        p = sub.add_parser("train", help="train a Diffusion Forcing model on a dataset")
+        p = sub.add_parser(
+            "train", help="train a Diffusion Forcing model (or --model diffuser) on a dataset"
+        )
         add_train_arguments(p)
         p.set_defaults(func=run_train)
 

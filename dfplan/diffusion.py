@@ -160,3 +160,20 @@ def ddim_step(
     # 4. Exact endpoints: level 0 is the prediction itself; equal levels leave the token alone.
     x_s = torch.where((level_to == 0).unsqueeze(-1), x0_pred, x_s)
     return torch.where((level_to == level_from).unsqueeze(-1), x_k, x_s)
+
+
+def seeded_generators(
+    seeds: list[int | None], device: torch.device | str = "cpu"
+) -> list[torch.Generator]:
+    """One generator per sample (per environment of a batch), seeded seeds[k]; None draws fresh
+    entropy for that generator only (torch's global RNG is untouched). Giving every sample its
+    own stream makes a batch reproduce single runs with the same seeds."""
+    generators = []
+    for s in seeds:
+        g = torch.Generator(device=device)
+        if s is None:
+            g.seed()
+        else:
+            g.manual_seed(int(s))
+        generators.append(g)
+    return generators

@@ -1,5 +1,10 @@
 """Training: windows of expert data -> Diffusion Forcing loss -> checkpoints (nanoGPT-style loop).
 
+`model_kind="diffuser"` (`dfplan train TASK --model diffuser`) trains the Diffuser baseline's
+temporal U-Net (dfplan.temporal_unet) in the same loop: same windows (one env step per row, the
+window is the plan horizon), optimizer, EMA, checkpoints, resume and DDP; only the model and the
+loss (`diffuser_loss`: one level per window, first and last states inpainted) differ.
+
 One pass of the loop: sample B windows (never across episodes), give every token of every window
 its own uniformly drawn noise level, noise the tokens, predict x0 (or eps / v), MSE, AdamW step
 with linear warm-up and gradient clipping, optional EMA. Rank 0 logs `metrics.jsonl`, draws
@@ -29,6 +34,8 @@ from tqdm import tqdm
 
 from dfplan import diffusion
 from dfplan.checkpoint import (
+    MODEL_KINDS,
+    SHIPPED_SUFFIX,
     atomic_write_bytes,
     atomic_write_files,
     checkpoint_files,
@@ -46,6 +53,7 @@ from dfplan.envs.trajectories import Trajectories
 from dfplan.errors import UserError
 from dfplan.model import DiffusionForcingModel, ModelConfig, frames_to_tokens
 from dfplan.normalizer import Normalizer
+from dfplan.temporal_unet import TemporalUNet, UNetConfig, inpaint, window_to_plan
 
 # Recommended settings per maze. Windows cover the waypoint expert's longest run to the goal
 # (measured: max over 800 episodes per maze from random starts, fixed and random goals, action
@@ -58,6 +66,18 @@ RECOMMENDED: dict[str, dict] = {
     "umaze": {"window": 300, "steps": 20_000, "n_layer": 4, "n_head": 4, "n_embd": 128},
     "medium": {"window": 400, "steps": 16_000, "n_layer": 4, "n_head": 4, "n_embd": 128},
     "large": {"window": 600, "steps": 12_000, "n_layer": 4, "n_head": 4, "n_embd": 128},
+}
+# The Diffuser baseline (`--model diffuser`): Diffuser's Maze2D horizons and level counts (K = 64
+# for umaze, 256 beyond, cosine betas) on a narrower U-Net than Diffuser's (32 x (1, 2, 4)
+# channels, 0.99M parameters: about the DF model's size), batch 32 as Diffuser, EMA as Diffuser
+# (its 0.995 every 10 steps is ~0.9995 per step; 0.999 suits these shorter runs). Steps are sized
+# to the DF recipe's budget, ~40-45 min on this 2-core CPU: measured side by side with the DF
+# step on one thread (benchmarks/train_throughput.py --model diffuser), a U-Net step runs at
+# 0.95 / 0.73 / 0.75 x the DF step's rate, so ~6.5 / 3.9 / 2.8 steps/s on two free cores.
+RECOMMENDED_DIFFUSER: dict[str, dict] = {
+    "umaze": {"horizon": 128, "num_levels": 64, "steps": 15_000},
+    "medium": {"horizon": 256, "num_levels": 256, "steps": 9_000},
+    "large": {"horizon": 384, "num_levels": 256, "steps": 6_000},
 }
 CHECKPOINT_NAME = "latest"
 
@@ -82,17 +102,32 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
     resume: bool = False  # continue the run in `out` from its latest checkpoint
     progress: bool = True  # tqdm bar on rank 0
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model_kind: str = "df"  # "df": the DF transformer; "diffuser": the temporal U-Net baseline
+    model: ModelConfig | UNetConfig = field(default_factory=ModelConfig)  # model_kind's config
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in known and k != "model"}
-        return cls(**kwargs, model=ModelConfig(**d.get("model", {})))
+        config_cls = MODEL_KINDS[d.get("model_kind", "df")][0]
+        return cls(**kwargs, model=config_cls(**d.get("model", {})))
 
 
-def recommended_config(task: str) -> TrainConfig:
-    """The shipped training configuration for a task (see RECOMMENDED)."""
+def recommended_config(task: str, kind: str = "df") -> TrainConfig:
+    """The shipped training configuration of a model kind for a task (see RECOMMENDED and
+    RECOMMENDED_DIFFUSER)."""
+    if kind == "diffuser":
+        rec = RECOMMENDED_DIFFUSER[get_task(task).maze]
+        model = UNetConfig(horizon=rec["horizon"], num_levels=rec["num_levels"])
+        return TrainConfig(
+            task=task,
+            steps=rec["steps"],
+            batch_size=32,
+            ema_decay=0.999,
+            window=rec["horizon"],
+            model_kind=kind,
+            model=model,
+        )
     rec = RECOMMENDED[get_task(task).maze]
     frame_stack = ModelConfig.frame_stack
     model = ModelConfig(
@@ -106,6 +141,11 @@ def recommended_config(task: str) -> TrainConfig:
 
 def dfplan_home() -> Path:
     return Path(os.environ.get("DFPLAN_HOME", "~/.cache/dfplan")).expanduser()
+
+
+def default_out(task: str, kind: str = "df") -> Path:
+    """$DFPLAN_HOME/runs/TASK (TASK-diffuser for the baseline, named as its shipped stem)."""
+    return dfplan_home() / "runs" / (task + SHIPPED_SUFFIX[kind])
 
 
 # -- data ------------------------------------------------------------------------------------
@@ -203,6 +243,32 @@ def diffusion_loss(
     per_token = (pred - target).pow(2).mean(-1)  # (B, T)
     noisy = (levels > 0).float()  # a clean token has nothing to denoise (eps, v undefined)
     return (per_token * noisy).sum() / noisy.sum().clamp(min=1.0)
+
+
+def diffuser_loss(
+    model: TemporalUNet,
+    first_obs: torch.Tensor,
+    frames: torch.Tensor,
+    generator: torch.Generator,
+    net: torch.nn.Module | None = None,
+) -> torch.Tensor:
+    """Diffuser's loss: MSE of the predicted clean plan, with one noise level per window.
+
+    first_obs (B, obs_dim) and frames (B, H, frame_dim) are a WindowSampler batch (frame_stack 1),
+    turned into plan rows [o_t, a_t]. As in Diffuser, the first and last states are inpainted
+    (set to their true values) in the noisy input and in the prediction, so they carry no loss.
+    """
+    x0 = window_to_plan(first_obs, frames)  # (B, H, D)
+    b, h, _ = x0.shape
+    od = model.config.obs_dim
+    levels = torch.randint(
+        1, model.config.num_levels + 1, (b,), generator=generator, device=x0.device
+    )
+    noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    x_noisy = diffusion.q_sample(x0, levels[:, None].expand(b, h), model.abar, noise)
+    first, last = x0[:, 0, :od], x0[:, -1, :od]
+    pred = (net or model)(inpaint(x_noisy, first, last), levels).float()
+    return (inpaint(pred, first, last) - x0).pow(2).mean()
 
 
 def lr_at(step: int, config: TrainConfig) -> float:
@@ -313,11 +379,22 @@ def train(config: TrainConfig, data: Trajectories) -> Path:
             raise UserError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(config, name)}")
     if not 0 <= config.ema_decay < 1:
         raise UserError(f"--ema-decay must be in [0, 1), got {config.ema_decay}")
-    if not 0 <= mcfg.dropout < 1:
+    if config.model_kind not in MODEL_KINDS or not isinstance(
+        mcfg, MODEL_KINDS[config.model_kind][0]
+    ):
+        raise UserError(f"unknown model '{config.model_kind}'; use {' or '.join(MODEL_KINDS)}")
+    diffuser = config.model_kind == "diffuser"
+    if not diffuser and not 0 <= mcfg.dropout < 1:
         raise UserError(f"--dropout must be in [0, 1), got {mcfg.dropout}")
     if config.device not in ("auto", "cpu") and not config.device.startswith("cuda"):
         raise UserError(f"unknown device '{config.device}'; use auto, cpu, cuda or cuda:N")
-    if config.window % mcfg.frame_stack or config.window // mcfg.frame_stack > mcfg.max_tokens:
+    if diffuser and config.window != mcfg.horizon:
+        raise UserError(f"--window {config.window} must equal the U-Net's horizon {mcfg.horizon}")
+    tokens_fit = diffuser or (
+        config.window % mcfg.frame_stack == 0
+        and config.window // mcfg.frame_stack <= mcfg.max_tokens
+    )
+    if not tokens_fit:
         raise UserError(
             f"--window {config.window} must be a multiple of {mcfg.frame_stack} and at most "
             f"{mcfg.max_tokens * mcfg.frame_stack} (max_tokens x frame_stack)"
@@ -328,7 +405,7 @@ def train(config: TrainConfig, data: Trajectories) -> Path:
             f"{data.act_dim}; the model expects {mcfg.obs_dim} and {mcfg.action_dim}"
         )
     rank, world, device, started = _setup_distributed(config.device)
-    out = Path(config.out).expanduser() if config.out else dfplan_home() / "runs" / task.name
+    out = Path(config.out).expanduser() if config.out else default_out(task.name, config.model_kind)
     stem = out / CHECKPOINT_NAME
     metrics_path = out / "metrics.jsonl"
     fingerprint = dataset_fingerprint(data)
@@ -336,7 +413,7 @@ def train(config: TrainConfig, data: Trajectories) -> Path:
     try:
         # Everything is built from the seed first, then overwritten by the resume state.
         torch.manual_seed(config.seed)
-        raw = DiffusionForcingModel(mcfg).to(device)
+        raw = MODEL_KINDS[config.model_kind][1](mcfg).to(device)
         ema = copy.deepcopy(raw).requires_grad_(False) if config.ema_decay > 0 else None
         opt = make_optimizer(raw, config)
         torch.manual_seed(config.seed + rank)  # dropout: same init everywhere, masks per rank
@@ -383,7 +460,8 @@ def train(config: TrainConfig, data: Trajectories) -> Path:
         def save() -> None:
             _save(stem, raw, ema, opt, sampler, noise_gen, meta, step, world, device, is_main)
             if is_main:
-                write_curve(metrics_path, out / "curve.png", f"{task.name}: Diffusion Forcing")
+                title = "Diffuser (temporal U-Net)" if diffuser else "Diffusion Forcing"
+                write_curve(metrics_path, out / "curve.png", f"{task.name}: {title}")
 
         bar = tqdm(
             total=config.steps,
@@ -404,7 +482,9 @@ def train(config: TrainConfig, data: Trajectories) -> Path:
             for group in opt.param_groups:
                 group["lr"] = lr
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                loss = diffusion_loss(raw, first_obs, tokens, noise_gen, net=net)
+                loss = (diffuser_loss if diffuser else diffusion_loss)(
+                    raw, first_obs, tokens, noise_gen, net=net
+                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(raw.parameters(), config.grad_clip)
@@ -487,14 +567,14 @@ def _load_resume_state(stem: Path, config: TrainConfig, fingerprint: str) -> dic
             f"nothing to resume in {stem.parent} (no {stem.name}.resume.json); "
             "drop --resume to start a new run"
         )
-    _, meta = load_checkpoint(stem, task=config.task)
+    loaded, meta = load_checkpoint(stem, task=config.task, kind=config.model_kind)
     tensors, info = load_resume(stem)
     if info.get("checkpoint_save_id") != meta.get("save_id"):
         raise UserError(
             f"{stem}.resume.* does not belong to {stem}.* (an interrupted save?); "
             "start a new run with another --out"
         )
-    if meta["config"] != asdict(config.model):
+    if loaded.config != config.model:  # dataclasses: equal settings, whatever JSON made of them
         raise UserError(
             f"the run in {stem.parent} was trained with model settings {meta['config']}; "
             "resume it with the same settings, or start a new run with another --out"
@@ -564,6 +644,7 @@ _TRAIN_FLAGS = {
     "dataset": str,
 }
 _MODEL_FLAGS = {"n_layer": int, "n_head": int, "n_embd": int, "prediction": str, "dropout": float}
+_UNET_FLAGS = {"dim": int}  # settings of the Diffuser U-Net (--model diffuser)
 _HELP = {
     "steps": "total optimizer steps (default: per maze, see dfplan.train.RECOMMENDED)",
     "batch_size": "windows per step and per process (default 64)",
@@ -576,7 +657,7 @@ _HELP = {
     "seed": "random seed (default 0)",
     "checkpoint_every": "steps between checkpoints (default 1000)",
     "log_every": "steps between metrics.jsonl records (default 50)",
-    "out": "run folder (default: $DFPLAN_HOME/runs/TASK)",
+    "out": "run folder (default: $DFPLAN_HOME/runs/TASK, or TASK-diffuser)",
     "device": "auto, cpu, cuda or cuda:N (default auto)",
     "dataset": "Minari dataset id or folder, or a D4RL .hdf5 file (default: the task's dataset)",
     "n_layer": "transformer blocks (default 4)",
@@ -584,13 +665,21 @@ _HELP = {
     "n_embd": "transformer width (default 128)",
     "prediction": "what the network predicts: x0, eps or v (default x0)",
     "dropout": "dropout rate (default 0)",
+    "dim": "--model diffuser: U-Net channels at full time resolution (default 32)",
 }
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `dfplan train TASK ...`: the task, then optional TrainConfig overrides."""
     parser.add_argument("task", help="task name, e.g. maze2d-umaze, maze2d-large")
-    for name, kind in {**_TRAIN_FLAGS, **_MODEL_FLAGS}.items():
+    parser.add_argument(
+        "--model",
+        choices=tuple(MODEL_KINDS),
+        default=None,
+        help="df: the Diffusion Forcing transformer (default); diffuser: the Diffuser baseline's "
+        "temporal U-Net (its defaults: dfplan.train.RECOMMENDED_DIFFUSER; --window is its horizon)",
+    )
+    for name, kind in {**_TRAIN_FLAGS, **_MODEL_FLAGS, **_UNET_FLAGS}.items():
         flag = "--" + name.replace("_", "-")
         extra = {"choices": ("x0", "eps", "v")} if name == "prediction" else {}
         parser.add_argument(flag, type=kind, default=None, help=_HELP[name], **extra)
@@ -605,10 +694,11 @@ def run_train(args: argparse.Namespace) -> int:
     from dfplan.envs.datasets import load_trajectories
 
     task = get_task(args.task)
-    out = Path(args.out).expanduser() if args.out else dfplan_home() / "runs" / task.name
+    kind = args.model or "df"
+    out = Path(args.out).expanduser() if args.out else default_out(task.name, kind)
     ensure_writable_dir(out, "--out", "the training run")  # before the dataset loads
     stored = out / f"{CHECKPOINT_NAME}.json"
-    config = recommended_config(task.name)
+    config = recommended_config(task.name, kind)
     if args.resume and stored.exists():
         try:
             config = TrainConfig.from_dict(json.loads(stored.read_text())["train_config"])
@@ -616,9 +706,28 @@ def run_train(args: argparse.Namespace) -> int:
             raise UserError(
                 f"{stored} is corrupt ({e}); start a new run with another --out"
             ) from None
+        if args.model is not None and args.model != config.model_kind:
+            raise UserError(
+                f"the run in {out} trains a '{config.model_kind}' model, not '{args.model}'; "
+                f"resume it with --model {config.model_kind}, or start a new run with another --out"
+            )
+    own, other = (
+        (_UNET_FLAGS, _MODEL_FLAGS)
+        if config.model_kind == "diffuser"
+        else (_MODEL_FLAGS, _UNET_FLAGS)
+    )
+    for name in other:
+        if getattr(args, name) is not None:
+            flags = ", ".join("--" + n.replace("_", "-") for n in own)
+            raise UserError(
+                f"--{name.replace('_', '-')} is not a setting of the {config.model_kind} model; "
+                f"its settings are {flags} and --window"
+            )
     overrides = {k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k) is not None}
-    model_overrides = {k: getattr(args, k) for k in _MODEL_FLAGS if getattr(args, k) is not None}
-    if args.window is not None:  # positions must cover the new window
+    model_overrides = {k: getattr(args, k) for k in own if getattr(args, k) is not None}
+    if args.window is not None and config.model_kind == "diffuser":
+        model_overrides["horizon"] = args.window  # the U-Net plans as far as it was trained
+    elif args.window is not None:  # positions must cover the new window
         model_overrides.setdefault("max_tokens", args.window // config.model.frame_stack)
     config = TrainConfig(
         **{
@@ -629,7 +738,7 @@ def run_train(args: argparse.Namespace) -> int:
             "resume": args.resume,
             "amp": config.amp and not args.no_amp,
             "progress": not args.no_progress,
-            "model": ModelConfig(**{**asdict(config.model), **model_overrides}),
+            "model": type(config.model)(**{**asdict(config.model), **model_overrides}),
         }
     )
     if config.device.startswith("cuda") and not torch.cuda.is_available():

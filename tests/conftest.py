@@ -5,6 +5,7 @@ the installed package, never the source folder of the same name.
 """
 
 import pytest
+import torch
 
 
 @pytest.fixture(autouse=True)
@@ -13,3 +14,16 @@ def isolated_homes(tmp_path, monkeypatch):
     monkeypatch.setenv("DFPLAN_HOME", str(tmp_path / "dfplan_home"))
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a test module (`pytestmark = pytest.mark.usefixtures(...)`).
+
+    Tiny models gain nothing from a second thread, and on a busy 2-core machine two OpenMP
+    threads wait on each other for the core another process holds: 30x slower steps.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -85,7 +85,7 @@ def test_every_shipped_checkpoint_loads_and_acts():
     """The shipped checkpoints are package data: they load from the installed package."""
     from dfplan.checkpoint import shipped_checkpoints
 
-    stems = shipped_checkpoints()
+    stems = shipped_checkpoints("df")  # Diffuser ones: test_diffuser.py
     assert stems, "no checkpoint ships with the package"
     for stem in stems:
         policy = DiffusionForcingPolicy.from_pretrained(stem.name, device="cpu")

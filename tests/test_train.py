@@ -71,14 +71,7 @@ def expert_trajectories(episodes: int, seed: int = 0, noise: float = 0.3) -> Tra
     )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny models gain nothing from a second thread, and on a busy 2-core machine two OpenMP
-    # threads wait on each other for the core another process holds: 30x slower steps.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,143 @@
+"""What the learned policies share: loading a task's checkpoint, goals, per-env episode clocks.
+
+`DiffusionForcingPolicy` and `DiffuserPolicy` are `PlannerPolicy`s: a planner built from a
+checkpoint, acting on batches of environments that may reset on their own (vector envs) and whose
+goals may change (Multi2D). `EpisodeClock` tells them which environments started a new episode or
+got a new goal, so their plans can be dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dfplan.envs.maze2d import RESET_JUMP
+from dfplan.errors import UserError
+
+
+def check_obs(obs) -> np.ndarray:
+    """(4,) or (B, 4) observations -> (B, 4) float64; NaN or infinite values are refused."""
+    obs = np.atleast_2d(np.asarray(obs, dtype=np.float64))
+    if not np.all(np.isfinite(obs)):
+        raise ValueError("observation contains NaN or infinite values")
+    return obs
+
+
+def batch_goals(batch: int, info: dict | None, default, who: str) -> np.ndarray:
+    """(B, 2) goals from info["goal"] (one per env, or one for all), else from `default`."""
+    goal = info.get("goal") if info is not None else None
+    goal = default if goal is None else goal
+    if goal is None:
+        raise ValueError(f"{who} needs a goal: info['goal'] or reset(goal=)")
+    return np.broadcast_to(np.asarray(goal, dtype=np.float64), (batch, 2))
+
+
+class EpisodeClock:
+    """Steps since reset per environment of a batch, and which plans went stale.
+
+    A new episode starts in an environment when its ball jumps farther than one physics step can
+    move it (vector envs reset sub-environments on their own) or its time limit has passed; its
+    clock restarts. A plan is stale on a new episode or when the environment's goal changed.
+    Call `update` before acting and `advance` after.
+    """
+
+    def __init__(self, max_episode_steps: int, obs: np.ndarray, goals: np.ndarray):
+        self.max_episode_steps = max_episode_steps
+        self.t = np.zeros(len(obs), dtype=np.int64)  # (B,) steps since the env's reset
+        self.last = obs[:, :2].copy()
+        self.last_goals = goals.copy()
+
+    def update(self, obs: np.ndarray, goals: np.ndarray) -> np.ndarray:
+        """(B,) bool: environments whose plan must be dropped (new episode or new goal)."""
+        new_episode = np.linalg.norm(obs[:, :2] - self.last, axis=1) > RESET_JUMP
+        new_episode |= self.t >= self.max_episode_steps
+        self.t[new_episode] = 0
+        return new_episode | np.any(goals != self.last_goals, axis=1)
+
+    def advance(self, obs: np.ndarray, goals: np.ndarray) -> None:
+        self.t += 1
+        self.last = obs[:, :2].copy()
+        self.last_goals = goals.copy()
+
+
+class PlannerPolicy:
+    """Base of the policies around a trained planner: loading, `reset`, per-batch state.
+
+    Subclasses set KIND (the checkpoint's MODEL_KINDS name), CONFIG (the planner settings
+    dataclass, stored in the checkpoint as "planner") and PLANNER (built as
+    PLANNER(model, normalizer, config), with `reset(batch_size, seeds)`), and write `act`,
+    starting it with `_begin`.
+    """
+
+    KIND: str
+    CONFIG: type
+    PLANNER: type
+
+    def __init__(self, planner, max_episode_steps: int):
+        self.planner = planner
+        self.max_episode_steps = max_episode_steps
+        self.goal: np.ndarray | None = None
+        self.seed: int | None = None
+        self.batch: int | None = None
+        self.checkpoint: str | None = None  # where the weights came from, for result files
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        task: str,
+        checkpoint: str | Path | None = None,
+        device: str | None = None,
+        **planner_overrides,
+    ):
+        """Load the checkpoint of this kind shipped for `task` (or `checkpoint`) with its tuned
+        planner settings; `planner_overrides` replace fields of CONFIG.
+
+        A checkpoint of another maze or kind, or with bad settings, raises UserError (one line).
+        """
+        from dfplan.checkpoint import load_checkpoint, shipped_checkpoint
+        from dfplan.envs import TASKS, get_task
+        from dfplan.normalizer import Normalizer
+
+        spec = get_task(task)
+        stem = checkpoint if checkpoint is not None else shipped_checkpoint(spec, cls.KIND)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        model, meta = load_checkpoint(stem, device=device, kind=cls.KIND)
+        trained_on = get_task(meta["task"]) if meta.get("task") in TASKS else None
+        if trained_on is None or trained_on.maze != spec.maze:
+            raise UserError(
+                f"checkpoint {stem} was trained for '{meta.get('task')}', which is not the "
+                f"{spec.maze} maze of {spec.name}; use a checkpoint trained on {spec.dataset_task}"
+            )
+        try:
+            config = replace(cls.CONFIG(**meta.get("planner", {})), **planner_overrides)
+            config.validate()
+            normalizer = Normalizer.from_dict(meta["normalizer"])
+        except (TypeError, ValueError, KeyError) as e:
+            raise UserError(f"bad planner settings or checkpoint metadata ({stem}): {e}") from None
+        policy = cls(cls.PLANNER(model, normalizer, config), spec.max_episode_steps)
+        policy.checkpoint = str(stem)
+        return policy
+
+    def reset(self, goal=None, seed: int | None = None) -> None:
+        self.goal = None if goal is None else np.asarray(goal, dtype=np.float64)
+        self.seed = seed
+        self.batch = None  # the planner is sized on the first act()
+
+    def _begin(self, obs, info: dict | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The start of every `act`: checked (B, 4) observations, (B, 2) goals, and which envs'
+        plans are stale. A new batch size resets the planner (env k seeded `seed + k`)."""
+        obs = check_obs(obs)
+        b = len(obs)
+        goals = batch_goals(b, info, self.goal, type(self).__name__)
+        if self.batch != b:
+            self.planner.reset(b, None if self.seed is None else [self.seed + k for k in range(b)])
+            self.batch = b
+            self.clock = EpisodeClock(self.max_episode_steps, obs, goals)
+            self._new_batch(b)
+        return obs, goals, self.clock.update(obs, goals)
+
+    def _new_batch(self, batch: int) -> None:
+        """Size per-environment state for a new batch (subclasses that keep some)."""
