@@ -17,6 +17,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from dfplan.benchmarks.bench import parse_overrides
 from dfplan.envs import get_task
 from dfplan.guidance import GoalReward
 from dfplan.planner import DiffusionForcingPlanner, PlannerConfig
@@ -64,9 +65,14 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--mcg", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--min-seconds", type=float, default=2.0)
+    parser.add_argument(
+        "--planner", nargs="*", default=[], metavar="FIELD=VALUE", help="override settings"
+    )
+    parser.add_argument("--only-shipped", action="store_true", help="time the settings as given")
     args = parser.parse_args()
     task = get_task(args.task)
     base = load_planner(task.name, args.checkpoint, args.device)
+    base.config = replace(base.config, **parse_overrides(args.planner))
     horizon = base.max_tokens * base.frame_stack
     steps_left = min(task.max_episode_steps, horizon) + 10
     print(
@@ -79,13 +85,15 @@ def main() -> None:
         + " ".join(f"{'batch ' + str(b):>12s}" for b in args.batches)
         + "   (environment decisions per second)"
     )
-    for warm in (True, False):
-        for mcg in args.mcg:
-            config = replace(base.config, warm_start=warm, mcg_samples=mcg)
-            planner = DiffusionForcingPlanner(base.model, base.normalizer, config)
-            rates = [time_decisions(planner, b, steps_left, args.min_seconds) for b in args.batches]
-            name = "warm" if warm else "full"
-            print(f"{name:8s} {mcg:>4d} " + " ".join(f"{r:>12.1f}" for r in rates), flush=True)
+    variants = [(base.config.warm_start, base.config.mcg_samples)]
+    if not args.only_shipped:
+        variants = [(warm, mcg) for warm in (True, False) for mcg in args.mcg]
+    for warm, mcg in variants:
+        config = replace(base.config, warm_start=warm, mcg_samples=mcg)
+        planner = DiffusionForcingPlanner(base.model, base.normalizer, config)
+        rates = [time_decisions(planner, b, steps_left, args.min_seconds) for b in args.batches]
+        name = "warm" if warm else "full"
+        print(f"{name:8s} {mcg:>4d} " + " ".join(f"{r:>12.1f}" for r in rates), flush=True)
 
 
 if __name__ == "__main__":

@@ -179,8 +179,12 @@ class DiffusionForcingPlanner:
         return Plan(obs[..., :2], obs[..., 2:4], act, mask)
 
     # -- one denoising row -------------------------------------------------------------------
-    def _row(self, x, level_from, level_to, first_obs, reward, steps_left):
+    def _row(self, x, level_from, level_to, first_obs, reward, steps_left, x0_prev=None):
         """One guided DDIM row from step levels `level_from` to `level_to` (both (B, T)).
+
+        x0_prev: the previous row's x0 estimate; when given, MCG builds its futures from it
+        instead of spending one more forward pass on the current x (a one-row-old estimate of
+        the same plan, re-noised to the current levels).
 
         Tokens that move this row (level_to < level_from) take the guidance step; with
         `guide_waiting`, so do the tokens of the same env that wait at their level (the far
@@ -201,7 +205,7 @@ class DiffusionForcingPlanner:
         offsets = torch.zeros(m, b, t, d, device=x.device, dtype=x.dtype)
         if m > 1:
             with torch.no_grad():
-                x0 = self.model.predict_x0(x, k_from, first_obs)
+                x0 = self.model.predict_x0(x, k_from, first_obs) if x0_prev is None else x0_prev
                 noise = self._randn(m - 1, t, d, active=active).transpose(0, 1)  # (M-1, B, T, D)
                 futures = diffusion.q_sample(
                     x0.expand(m - 1, b, t, d).reshape(-1, t, d),
@@ -244,7 +248,7 @@ class DiffusionForcingPlanner:
         """Denoise x through consecutive rows of (B, T) step levels; returns (x, last x0)."""
         x0 = None
         for lv_from, lv_to in zip(rows[:-1], rows[1:], strict=True):
-            x, x0 = self._row(x, lv_from, lv_to, first_obs, reward, steps_left)
+            x, x0 = self._row(x, lv_from, lv_to, first_obs, reward, steps_left, x0)
         return x, x0
 
     @torch.no_grad()
