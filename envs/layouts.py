@@ -41,6 +41,16 @@ def goal_cell(grid: np.ndarray) -> tuple[int, int]:
     return int(i), int(j)
 
 
+def inner_bounds(grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) (x, y) corners of the area inside the border walls, in D4RL's qpos frame.
+
+    Wall (i, j) is the unit box centred at world (i + 1, j + 1) and the agent's body sits at
+    world (1.2, 1.2), so in the qpos frame cell (i, j) spans [i - 0.7, i + 0.3] on each axis.
+    """
+    h, w = grid.shape
+    return np.full(2, 0.3), np.array([h, w]) - 1.7  # cells 1 .. H - 2: [1 - 0.7, H - 2 + 0.3]
+
+
 def wall_mask(grid: np.ndarray) -> np.ndarray:
     """(H, W) bool, True where the cell is a wall."""
     return grid == WALL

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dfplan.envs.maze2d import RESET_JUMP
+from dfplan.envs.layouts import LAYOUTS, inner_bounds, parse_layout
+from dfplan.envs.maze2d import MAX_SPEED, RESET_JUMP
 from dfplan.errors import UserError
 
 
@@ -26,13 +27,37 @@ def check_obs(obs) -> np.ndarray:
     return obs
 
 
-def batch_goals(batch: int, info: dict | None, default, who: str) -> np.ndarray:
-    """(B, 2) goals from info["goal"] (one per env, or one for all), else from `default`."""
+def keep_in_maze(obs: np.ndarray, maze: str) -> np.ndarray:
+    """(B, 4) observations with positions clipped to the inside of the maze and velocities to
+    twice the env's speed limit (it clips them to MAX_SPEED before each step).
+
+    The env never produces anything outside these, so its observations pass unchanged; an
+    observation far outside (a glitch, another frame of reference) would otherwise overflow the
+    planner's float32 arithmetic into NaN actions. It is planned from the nearest maze point.
+    """
+    low, high = inner_bounds(parse_layout(LAYOUTS[maze]))
+    speed = 2 * MAX_SPEED
+    return np.concatenate([obs[:, :2].clip(low, high), obs[:, 2:].clip(-speed, speed)], axis=1)
+
+
+def batch_goals(batch: int, info: dict | None, default, who: str, maze: str) -> np.ndarray:
+    """(B, 2) goals from info["goal"] (one per env, or one for all), else from `default`.
+
+    Goals outside the maze (or not finite) are refused: nothing could reach them."""
     goal = info.get("goal") if info is not None else None
     goal = default if goal is None else goal
     if goal is None:
         raise ValueError(f"{who} needs a goal: info['goal'] or reset(goal=)")
-    return np.broadcast_to(np.asarray(goal, dtype=np.float64), (batch, 2))
+    goals = np.broadcast_to(np.asarray(goal, dtype=np.float64), (batch, 2))
+    low, high = inner_bounds(parse_layout(LAYOUTS[maze]))
+    outside = ~np.all(np.isfinite(goals) & (goals >= low) & (goals <= high), axis=1)
+    if outside.any():
+        x, y = goals[np.argmax(outside)]
+        raise ValueError(
+            f"goal ({x:g}, {y:g}) is outside the {maze} maze: goals lie in x [{low[0]:g}, "
+            f"{high[0]:g}], y [{low[1]:g}, {high[1]:g}] (D4RL's qpos frame)"
+        )
+    return goals
 
 
 class EpisodeClock:
@@ -76,9 +101,10 @@ class PlannerPolicy:
     CONFIG: type
     PLANNER: type
 
-    def __init__(self, planner, max_episode_steps: int):
+    def __init__(self, planner, max_episode_steps: int, maze: str):
         self.planner = planner
         self.max_episode_steps = max_episode_steps
+        self.maze = maze  # a key of dfplan.envs.layouts.LAYOUTS: goals and positions must fit it
         self.goal: np.ndarray | None = None
         self.seed: int | None = None
         self.batch: int | None = None
@@ -117,7 +143,7 @@ class PlannerPolicy:
             normalizer = Normalizer.from_dict(meta["normalizer"])
         except (TypeError, ValueError, KeyError) as e:
             raise UserError(f"bad planner settings or checkpoint metadata ({stem}): {e}") from None
-        policy = cls(cls.PLANNER(model, normalizer, config), spec.max_episode_steps)
+        policy = cls(cls.PLANNER(model, normalizer, config), spec.max_episode_steps, spec.maze)
         policy.checkpoint = str(stem)
         return policy
 
@@ -129,9 +155,9 @@ class PlannerPolicy:
     def _begin(self, obs, info: dict | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The start of every `act`: checked (B, 4) observations, (B, 2) goals, and which envs'
         plans are stale. A new batch size resets the planner (env k seeded `seed + k`)."""
-        obs = check_obs(obs)
+        obs = keep_in_maze(check_obs(obs), self.maze)
         b = len(obs)
-        goals = batch_goals(b, info, self.goal, type(self).__name__)
+        goals = batch_goals(b, info, self.goal, type(self).__name__, self.maze)
         if self.batch != b:
             self.planner.reset(b, None if self.seed is None else [self.seed + k for k in range(b)])
             self.batch = b
