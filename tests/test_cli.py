@@ -155,9 +155,11 @@ def test_bad_checkpoints_through_bench(capfd, tiny_checkpoint, tmp_path):
     stem = str(tiny_checkpoint)
     r = run_main(capfd, *bench("--checkpoint", str(tmp_path / "nothing")))
     assert_clear_error(r, "not found", "nothing.safetensors")
-    # Another maze's checkpoint.
+    # Another maze's checkpoint, and a DF checkpoint given to the Diffuser baseline.
     r = run_main(capfd, "bench", "maze2d-large", "--checkpoint", stem, "--device", "cpu")
     assert_clear_error(r, "trained for 'maze2d-umaze', which is not the large maze")
+    r = run_main(capfd, *bench("--checkpoint", stem, "--method", "diffuser"))
+    assert_clear_error(r, "holds a 'df' model, not a 'diffuser' one")
     # Other shapes: the JSON's model config no longer fits the weights.
     meta_path = Path(f"{stem}.json")
     meta = json.loads(meta_path.read_text())
