@@ -23,6 +23,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from dfplan.policies.diffusion_forcing import DiffusionForcingPolicy
+
 GROWTH_LIMIT_MIB = 10.0  # allocator noise stays far below this; a graph kept per step does not
 
 
@@ -39,14 +41,13 @@ def live_tensors() -> int:
     return sum(1 for o in gc.get_objects() if issubclass(type(o), torch.Tensor))
 
 
-def tiny_policy(task: str, **planner):
+def tiny_policy(task: str, **planner) -> DiffusionForcingPolicy:
     """The DF policy on a random-weight model of a few thousand parameters; warm start and MCG
     guidance on (`planner` overrides PlannerConfig fields)."""
     from dfplan.envs import get_task
     from dfplan.model import DiffusionForcingModel, ModelConfig
     from dfplan.normalizer import Normalizer
     from dfplan.planner import DiffusionForcingPlanner, PlannerConfig
-    from dfplan.policies.diffusion_forcing import DiffusionForcingPolicy
 
     torch.manual_seed(0)
     model = DiffusionForcingModel(ModelConfig(n_layer=1, n_head=2, n_embd=16, max_tokens=4))
@@ -59,7 +60,9 @@ def tiny_policy(task: str, **planner):
     )
 
 
-def run(policy, task: str, steps: int, every: int, seed: int = 0) -> list[dict]:
+def run(
+    policy: DiffusionForcingPolicy, task: str, steps: int, every: int, seed: int = 0
+) -> list[dict]:
     """One episode of `steps` env steps; a sample {step, rss_mib, tensors} every `every` steps."""
     from dfplan.envs import get_task
 
@@ -93,8 +96,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.checkpoint is None:
         policy = tiny_policy(args.task)
     else:
-        from dfplan.policies.diffusion_forcing import DiffusionForcingPolicy
-
         stem = None if args.checkpoint == "shipped" else args.checkpoint
         policy = DiffusionForcingPolicy.from_pretrained(args.task, stem, "cpu")
     samples = run(policy, args.task, args.steps, args.every)
