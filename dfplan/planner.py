@@ -53,6 +53,9 @@ class PlannerConfig:
             raise ValueError("sampling_steps, mcg_samples, refresh_rows, candidates must be >= 1")
         if min(self.guidance_scale, self.horizon_tokens, self.eta, self.uncertainty) < 0:
             raise ValueError("guidance_scale, horizon_tokens, eta and uncertainty must be >= 0")
+        # Far beyond any useful step size the float32 update overflows into NaN plans.
+        if not all(v <= 1e6 for v in (self.guidance_scale, self.eta, self.uncertainty)):
+            raise ValueError("guidance_scale, eta and uncertainty must be finite and <= 1e6")
 
 
 def full_schedule(config: PlannerConfig, tokens: int) -> torch.Tensor:
