@@ -45,7 +45,9 @@ def run_episodes(
     """Returns the per-episode records and the number of policy decisions per second."""
     records: list[EpisodeRecord] = []
     decisions, act_seconds = 0, 0.0
-    bar = tqdm(total=episodes, desc=task.name, disable=not progress, unit="ep")
+    # Counts environment steps, so a single long batch shows progress (and how many reached).
+    total = episodes * task.max_episode_steps
+    bar = tqdm(total=total, desc=task.name, disable=not progress, unit="step", unit_scale=True)
     for start in range(0, episodes, batch_size):
         seeds = list(range(seed + start, seed + min(start + batch_size, episodes)))
         envs = [gym.make(task.env_id) for _ in seeds]
@@ -68,6 +70,10 @@ def run_episodes(
                 returns[k] += s[1]
                 if first[k] is None and s[4]["success"]:
                     first[k] = t
+            bar.update(len(seeds))
+            if t % 50 == 0:
+                reached = sum(f is not None for f in first) + sum(r.success for r in records)
+                bar.set_postfix(reached=f"{reached}/{len(records) + len(seeds)}", refresh=False)
         for env in envs:
             env.close()
         for k, s in enumerate(seeds):
@@ -76,8 +82,9 @@ def run_episodes(
             records.append(
                 EpisodeRecord(s, float(returns[k]), norm, first[k] is not None, first[k], final)
             )
-        bar.update(len(seeds))
-        bar.set_postfix(score=f"{np.mean([r.normalized for r in records]):.1f}")
+        if progress:
+            score = np.mean([r.normalized for r in records])
+            tqdm.write(f"{len(records)}/{episodes} episodes done, running score {score:.1f}")
     bar.close()
     return records, decisions / max(act_seconds, 1e-9)
 
