@@ -14,3 +14,10 @@ echo "== planner decision rate on CUDA (maze2d-large) =="
 python -m dfplan.benchmarks.planner_speed --task maze2d-large --device cuda --batches 1 32 100 --min-seconds 3
 echo "== training throughput on CUDA (maze2d-large config) =="
 python -m dfplan.benchmarks.train_throughput --task maze2d-large --device cuda 2>&1 | tail -6
+echo "== shipped planners on CUDA, batch 1 (single-env decision rate) =="
+python -m dfplan.benchmarks.planner_speed --task maze2d-umaze --device cuda --only-shipped --batches 1 100
+python -m dfplan.benchmarks.planner_speed --task maze2d-large --device cuda --only-shipped --batches 1 100
+echo "== quality: the main job on CUDA (100 episodes, seeds 0..99) =="
+dfplan bench maze2d-large --device cuda --out "${OUT:-/tmp}/gpu_check_results" 2>&1 | tail -3
+echo "== long rollouts on CUDA (10x the training window) =="
+python -m dfplan.benchmarks.long_rollout --task maze2d-umaze --device cuda --samples 16 2>&1 | tail -13
