@@ -41,20 +41,29 @@ def run_episodes(
     seed: int = 0,
     batch_size: int = 32,
     progress: bool = True,
+    seed_list: list[int] | None = None,
+    policy_seed: int | None = None,
 ) -> tuple[list[EpisodeRecord], float]:
-    """Returns the per-episode records and the number of policy decisions per second."""
+    """Returns the per-episode records and the number of policy decisions per second.
+
+    Episodes use seeds seed..seed+episodes-1, or the seeds of `seed_list` when given (tuning
+    sets, failure cases). A batch's policy is reset with the batch's first episode seed, or
+    with `policy_seed` + the batch's offset when given.
+    """
+    all_seeds = list(seed_list) if seed_list is not None else list(range(seed, seed + episodes))
+    episodes = len(all_seeds)
     records: list[EpisodeRecord] = []
     decisions, act_seconds = 0, 0.0
     # Counts environment steps, so a single long batch shows progress (and how many reached).
     total = episodes * task.max_episode_steps
     bar = tqdm(total=total, desc=task.name, disable=not progress, unit="step", unit_scale=True)
     for start in range(0, episodes, batch_size):
-        seeds = list(range(seed + start, seed + min(start + batch_size, episodes)))
+        seeds = all_seeds[start : start + batch_size]
         envs = [gym.make(task.env_id) for _ in seeds]
         resets = [env.reset(seed=s) for env, s in zip(envs, seeds, strict=True)]
         obs = np.stack([r[0] for r in resets])
         infos = [r[1] for r in resets]
-        policy.reset(seed=seeds[0])
+        policy.reset(seed=seeds[0] if policy_seed is None else policy_seed + start)
         returns = np.zeros(len(seeds))
         first = [None] * len(seeds)
         for t in range(1, task.max_episode_steps + 1):

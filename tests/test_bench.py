@@ -104,3 +104,20 @@ def test_torchrun_and_workers_give_the_same_episodes_as_one_process(tmp_path, ti
             np.testing.assert_allclose(a["final_position"], b["final_position"], atol=1e-3)
     # The episodes really differ, so the comparison above is not between identical runs.
     assert len({tuple(np.round(e["final_position"], 3)) for e in episodes["one"]}) == 3
+
+
+def test_episodes_on_an_explicit_seed_list_match_the_same_seeds_run_alone():
+    from dfplan.benchmarks.harness import run_episodes
+    from dfplan.benchmarks.seed_list import parse_seeds
+    from dfplan.envs import get_task
+    from dfplan.policies import WaypointExpert
+
+    assert parse_seeds("5-7,2") == [5, 6, 7, 2]
+    task = get_task("maze2d-umaze")
+    # env k of the batch draws its policy noise from policy_seed + k: here 1 + 1, as alone
+    expert = WaypointExpert(task.name)
+    listed, _ = run_episodes(task, expert, 0, seed_list=[7, 2], progress=False, policy_seed=1)
+    alone, _ = run_episodes(task, expert, 1, seed=2, progress=False)
+    assert [r.seed for r in listed] == [7, 2]
+    assert listed[1].raw_return == alone[0].raw_return
+    assert listed[1].final_position == alone[0].final_position
