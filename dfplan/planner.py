@@ -142,14 +142,7 @@ class DiffusionForcingPlanner:
     def reset(self, batch_size: int, seeds: list[int] | None = None) -> None:
         """Forget all plans; environment k draws its noise from a generator seeded seeds[k]."""
         seeds = seeds if seeds is not None else [None] * batch_size
-        self.generators = []
-        for s in seeds:
-            g = torch.Generator(device=self.device)
-            if s is None:
-                g.seed()  # fresh entropy for this generator only; torch's global RNG untouched
-            else:
-                g.manual_seed(int(s))
-            self.generators.append(g)
+        self.generators = diffusion.seeded_generators(seeds, self.device)
         self.tokens: torch.Tensor | None = None  # (B, T, D) noisy plan, normalised
         self.levels: torch.Tensor | None = None  # (B, T) step levels
         self.cold = torch.ones(batch_size, dtype=torch.bool)  # envs that plan from noise next
