@@ -27,29 +27,38 @@ def check_obs(obs) -> np.ndarray:
     return obs
 
 
-def keep_in_maze(obs: np.ndarray, maze: str) -> np.ndarray:
+def keep_in_maze(obs: np.ndarray, bounds: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """(B, 4) observations with positions clipped to the inside of the maze and velocities to
     twice the env's speed limit (it clips them to MAX_SPEED before each step).
 
     The env never produces anything outside these, so its observations pass unchanged; an
     observation far outside (a glitch, another frame of reference) would otherwise overflow the
     planner's float32 arithmetic into NaN actions. It is planned from the nearest maze point.
+    bounds: the maze's `inner_bounds`.
     """
-    low, high = inner_bounds(parse_layout(LAYOUTS[maze]))
+    low, high = bounds
     speed = 2 * MAX_SPEED
     return np.concatenate([obs[:, :2].clip(low, high), obs[:, 2:].clip(-speed, speed)], axis=1)
 
 
-def batch_goals(batch: int, info: dict | None, default, who: str, maze: str) -> np.ndarray:
+def batch_goals(
+    batch: int,
+    info: dict | None,
+    default,
+    who: str,
+    maze: str,
+    bounds: tuple[np.ndarray, np.ndarray],
+) -> np.ndarray:
     """(B, 2) goals from info["goal"] (one per env, or one for all), else from `default`.
 
-    Goals outside the maze (or not finite) are refused: nothing could reach them."""
+    Goals outside `bounds` (the maze's `inner_bounds`), or not finite, are refused: nothing
+    could reach them."""
     goal = info.get("goal") if info is not None else None
     goal = default if goal is None else goal
     if goal is None:
         raise ValueError(f"{who} needs a goal: info['goal'] or reset(goal=)")
     goals = np.broadcast_to(np.asarray(goal, dtype=np.float64), (batch, 2))
-    low, high = inner_bounds(parse_layout(LAYOUTS[maze]))
+    low, high = bounds
     outside = ~np.all(np.isfinite(goals) & (goals >= low) & (goals <= high), axis=1)
     if outside.any():
         x, y = goals[np.argmax(outside)]
@@ -105,6 +114,7 @@ class PlannerPolicy:
         self.planner = planner
         self.max_episode_steps = max_episode_steps
         self.maze = maze  # a key of dfplan.envs.layouts.LAYOUTS: goals and positions must fit it
+        self.bounds = inner_bounds(parse_layout(LAYOUTS[maze]))  # once, not on every act()
         self.goal: np.ndarray | None = None
         self.seed: int | None = None
         self.batch: int | None = None
@@ -155,9 +165,9 @@ class PlannerPolicy:
     def _begin(self, obs, info: dict | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The start of every `act`: checked (B, 4) observations, (B, 2) goals, and which envs'
         plans are stale. A new batch size resets the planner (env k seeded `seed + k`)."""
-        obs = keep_in_maze(check_obs(obs), self.maze)
+        obs = keep_in_maze(check_obs(obs), self.bounds)
         b = len(obs)
-        goals = batch_goals(b, info, self.goal, type(self).__name__, self.maze)
+        goals = batch_goals(b, info, self.goal, type(self).__name__, self.maze, self.bounds)
         if self.batch != b:
             self.planner.reset(b, None if self.seed is None else [self.seed + k for k in range(b)])
             self.batch = b
