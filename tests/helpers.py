@@ -83,3 +83,33 @@ def write_random_dataset(path: Path, rows: int = 400) -> Path:
         trajectories(observations, rng.uniform(-1, 1, (rows, 2)).astype(np.float32)), path
     )
     return path
+
+
+def assert_vector_batch_equals_singles(make_policy, n: int, steps: int, seed: int = 50) -> None:
+    """A policy acting on `n` vector envs (multi2d-umaze, env k reset with seed k) gives, within
+    float tolerance, the actions of `n` single policies seeded seed + k on single envs.
+
+    make_policy(): a fresh policy; actions must be (n, 2) in [-1, 1] batched and (2,) single.
+    """
+    import gymnasium as gym
+
+    envs = gym.make_vec("dfplan/multi2d-umaze-v1", num_envs=n, vectorization_mode="sync")
+    obs, info = envs.reset(seed=list(range(n)))
+    batched = make_policy()
+    batched.reset(seed=seed)
+    batch_actions = []
+    for _ in range(steps):
+        a = batched.act(obs, info)
+        assert a.shape == (n, 2) and np.all(np.abs(a) <= 1.0)
+        batch_actions.append(a)
+        obs, _, _, _, info = envs.step(a)
+    for k in range(n):
+        env = gym.make("dfplan/multi2d-umaze-v1")
+        o, i = env.reset(seed=k)
+        single = make_policy()
+        single.reset(seed=seed + k)
+        for step in range(steps):
+            a = single.act(o, i)
+            assert a.shape == (2,)
+            np.testing.assert_allclose(a, batch_actions[step][k], rtol=1e-4, atol=1e-5)
+            o, _, _, _, i = env.step(a)

@@ -3,7 +3,7 @@
 import gymnasium as gym
 import numpy as np
 import pytest
-from helpers import save_tiny_checkpoint
+from helpers import assert_vector_batch_equals_singles, save_tiny_checkpoint
 
 import dfplan  # noqa: F401
 from dfplan.errors import UserError
@@ -16,27 +16,11 @@ def tiny_checkpoint(tmp_path):
 
 
 def test_vector_env_batch_equals_single_policies(tiny_checkpoint):
-    n = 8
-    envs = gym.make_vec("dfplan/multi2d-umaze-v1", num_envs=n, vectorization_mode="sync")
-    obs, info = envs.reset(seed=list(range(n)))
-    batched = DiffusionForcingPolicy.from_pretrained("multi2d-umaze", tiny_checkpoint, "cpu")
-    batched.reset(seed=50)
-    batch_actions = []
-    for _ in range(3):
-        a = batched.act(obs, info)
-        assert a.shape == (n, 2) and np.all(np.abs(a) <= 1.0)
-        batch_actions.append(a)
-        obs, _, _, _, info = envs.step(a)
-    for k in range(n):
-        env = gym.make("dfplan/multi2d-umaze-v1")
-        o, i = env.reset(seed=k)
-        single = DiffusionForcingPolicy.from_pretrained("multi2d-umaze", tiny_checkpoint, "cpu")
-        single.reset(seed=50 + k)
-        for step in range(3):
-            a = single.act(o, i)
-            assert a.shape == (2,)
-            np.testing.assert_allclose(a, batch_actions[step][k], rtol=1e-4, atol=1e-5)
-            o, _, _, _, i = env.step(a)
+    assert_vector_batch_equals_singles(
+        lambda: DiffusionForcingPolicy.from_pretrained("multi2d-umaze", tiny_checkpoint, "cpu"),
+        n=8,
+        steps=3,
+    )
 
 
 def test_policy_runs_a_plain_gymnasium_loop_and_checks_inputs(tiny_checkpoint):
