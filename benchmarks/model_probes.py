@@ -1,6 +1,7 @@
 """Model-quality probes: is an unguided sample from the model a plausible, physical trajectory?
 
     python -m dfplan.benchmarks.model_probes --task maze2d-umaze [--checkpoint P] [--samples 100]
+        [--planner FIELD=VALUE ...]
 
 For each of N real start states (env resets with seeds seed..seed+N-1) the model samples one
 whole plan without guidance (the configured schedule run to the end, from pure noise). Then:
@@ -73,7 +74,7 @@ def probe(planner, task, samples: int = 100, seed: int = 0, batch: int = 50) -> 
 
 
 def main() -> None:
-    from dfplan.policies.diffusion_forcing import DiffusionForcingPolicy
+    from dfplan.benchmarks.bench import make_policy
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="maze2d-umaze")
@@ -81,11 +82,13 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--planner", nargs="*", default=[], metavar="FIELD=VALUE")
     args = parser.parse_args()
     task = get_task(args.task)
-    policy = DiffusionForcingPolicy.from_pretrained(task.name, args.checkpoint, args.device)
+    policy = make_policy("df", task, args.checkpoint, args.device, args.planner)
     result = probe(policy.planner, task, args.samples, args.seed)
     result["checkpoint"] = policy.checkpoint
+    result["planner_overrides"] = args.planner
     print(json.dumps(result, indent=2))
 
 

@@ -58,6 +58,10 @@ class ModelConfig:
     noise_schedule: str = "linear"  # betas: "linear" 1e-4..0.02 (official) or "cosine"
     prediction: str = "x0"  # network output: "x0" (paper: best for planning), "eps" or "v"
     dropout: float = 0.0  # on attention and residual branches; 0 with this much data
+    # Fourier features sin/cos(pi 2^k p), k < position_features, of each frame's position (the
+    # first two observation numbers: Maze2D's x, y) added to the input; 0 = off. Which cells are
+    # walls is a sharp function of position that a linear input layer learns slowly.
+    position_features: int = 0
 
     @property
     def frame_dim(self) -> int:
@@ -77,6 +81,10 @@ class ModelConfig:
         for name in ("obs_dim", "action_dim", "frame_stack", "n_layer", "max_tokens", "num_levels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.position_features <= 16:
+            raise ValueError(f"position_features must be in 0..16, got {self.position_features}")
+        if self.position_features and self.obs_dim < 2:
+            raise ValueError("position_features needs observations that start with x, y")
 
 
 # -- blocks ----------------------------------------------------------------------------------
@@ -98,6 +106,13 @@ class LevelEmbedding(nn.Module):
 
     def forward(self, levels: torch.Tensor) -> torch.Tensor:
         return self.mlp(sinusoidal(levels, self.n_embd))  # (B, T) -> (B, T, C)
+
+
+def fourier_features(positions: torch.Tensor, num_freqs: int) -> torch.Tensor:
+    """(..., 2) positions -> (..., 4 * num_freqs): sin and cos of pi 2^k p for k < num_freqs."""
+    freqs = math.pi * 2.0 ** torch.arange(num_freqs, device=positions.device, dtype=positions.dtype)
+    angles = (positions.unsqueeze(-1) * freqs).flatten(-2)  # (..., 2 * num_freqs)
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
 
 class CausalSelfAttention(nn.Module):
@@ -159,8 +174,9 @@ class DiffusionForcingModel(nn.Module):
         config.validate()
         self.config = config
         c = config.n_embd
-        self.token_in = nn.Linear(config.token_dim, c)
-        self.obs_in = nn.Linear(config.obs_dim, c)  # the clean conditioning token o_0
+        fourier = 4 * config.position_features  # Fourier numbers per position
+        self.token_in = nn.Linear(config.token_dim + config.frame_stack * fourier, c)
+        self.obs_in = nn.Linear(config.obs_dim + fourier, c)  # the clean conditioning token o_0
         self.level_emb = LevelEmbedding(c)
         self.pos_emb = nn.Parameter(torch.zeros(config.max_tokens + 1, c))  # +1: o_0's slot
         self.drop = nn.Dropout(config.dropout)
@@ -200,14 +216,30 @@ class DiffusionForcingModel(nn.Module):
             raise ValueError(f"{t} tokens exceed max_tokens={self.config.max_tokens}")
         if d != self.config.token_dim:
             raise ValueError(f"tokens have {d} numbers, the model expects {self.config.token_dim}")
-        tok = self.token_in(x_noisy) + self.level_emb(levels)  # (B, T, C)
-        cond = self.obs_in(first_obs).unsqueeze(1)  # (B, 1, C)
+        tok_in, obs_in = x_noisy, first_obs
+        if self.config.position_features:
+            tok_in, obs_in = self._with_position_features(x_noisy, levels, first_obs)
+        tok = self.token_in(tok_in) + self.level_emb(levels)  # (B, T, C)
+        cond = self.obs_in(obs_in).unsqueeze(1)  # (B, 1, C)
         h = torch.cat([cond, tok], dim=1) + self.pos_emb[: t + 1]  # (B, T + 1, C)
         h = self.drop(h)
         for block in self.blocks:
             h = block(h)
         h = self.ln_f(h[:, 1:])  # drop o_0's slot: its output predicts nothing
         return self.head(h)  # (B, T, token_dim)
+
+    def _with_position_features(self, x_noisy, levels, first_obs):
+        """Inputs with each frame's Fourier position features appended. A noisy token's
+        positions are divided by sqrt(abar) first, so a feature means the same place at every
+        level (noisier at high levels, which the level embedding tells the network)."""
+        b, t, _ = x_noisy.shape
+        cfg = self.config
+        scale = self.abar[levels].sqrt().clamp(min=0.05).to(x_noisy.dtype)  # (B, T)
+        frames = x_noisy.view(b, t, cfg.frame_stack, cfg.frame_dim)
+        positions = frames[..., :2] / scale[..., None, None]  # (B, T, fs, 2)
+        tok_feats = fourier_features(positions, cfg.position_features).flatten(2)
+        obs_feats = fourier_features(first_obs[:, :2], cfg.position_features)
+        return torch.cat([x_noisy, tok_feats], -1), torch.cat([first_obs, obs_feats], -1)
 
     def to_x0(self, x_noisy: torch.Tensor, pred: torch.Tensor, levels: torch.Tensor):
         """Convert a prediction in this model's parametrisation to x0; all (B, T, token_dim)."""

@@ -643,7 +643,14 @@ _TRAIN_FLAGS = {
     "device": str,
     "dataset": str,
 }
-_MODEL_FLAGS = {"n_layer": int, "n_head": int, "n_embd": int, "prediction": str, "dropout": float}
+_MODEL_FLAGS = {
+    "n_layer": int,
+    "n_head": int,
+    "n_embd": int,
+    "prediction": str,
+    "dropout": float,
+    "position_features": int,
+}
 _UNET_FLAGS = {"dim": int}  # settings of the Diffuser U-Net (--model diffuser)
 _HELP = {
     "steps": "total optimizer steps (default: per maze, see dfplan.train.RECOMMENDED)",
@@ -665,6 +672,7 @@ _HELP = {
     "n_embd": "transformer width (default 128)",
     "prediction": "what the network predicts: x0, eps or v (default x0)",
     "dropout": "dropout rate (default 0)",
+    "position_features": "Fourier frequencies of each frame's (x, y) in the input, 0 = off",
     "dim": "--model diffuser: U-Net channels at full time resolution (default 32)",
 }
 

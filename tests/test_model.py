@@ -4,7 +4,13 @@ import pytest
 import torch
 
 from dfplan import diffusion
-from dfplan.model import DiffusionForcingModel, ModelConfig, frames_to_tokens, tokens_to_frames
+from dfplan.model import (
+    DiffusionForcingModel,
+    ModelConfig,
+    fourier_features,
+    frames_to_tokens,
+    tokens_to_frames,
+)
 
 TINY = dict(n_layer=2, n_head=2, n_embd=32, max_tokens=8)
 
@@ -38,8 +44,9 @@ def test_default_size_is_the_reference_probe():
     assert n * 4 < 10e6  # float32 weights under 10 MB
 
 
-def test_causality_later_tokens_never_change_earlier_outputs():
-    model = _model()
+@pytest.mark.parametrize("position_features", [0, 4])
+def test_causality_later_tokens_never_change_earlier_outputs(position_features):
+    model = _model(position_features=position_features)
     x, levels, first_obs = _inputs(model.config, t=8)
     with torch.no_grad():
         base = model(x, levels, first_obs)
@@ -52,8 +59,9 @@ def test_causality_later_tokens_never_change_earlier_outputs():
             assert not torch.allclose(out[:, t + 1 :], base[:, t + 1 :])
 
 
-def test_conditioning_and_levels_reach_the_output():
-    model = _model()
+@pytest.mark.parametrize("position_features", [0, 4])
+def test_conditioning_and_levels_reach_the_output(position_features):
+    model = _model(position_features=position_features)
     x, levels, first_obs = _inputs(model.config)
     with torch.no_grad():
         base = model(x, levels, first_obs)
@@ -64,6 +72,19 @@ def test_conditioning_and_levels_reach_the_output():
         levels2 = levels.clone()
         levels2[:, 0] = (levels2[:, 0] + 500) % 1001
         assert not torch.allclose(model(x, levels2, first_obs)[:, 0], base[:, 0])
+
+
+def test_fourier_features_of_positions():
+    p = torch.tensor([[0.25, -0.5]])
+    feats = fourier_features(p, 3)  # sin then cos of pi 2^k p, x's frequencies before y's
+    angles = torch.pi * torch.tensor([0.25, 0.5, 1.0, -0.5, -1.0, -2.0])
+    torch.testing.assert_close(feats[0], torch.cat([angles.sin(), angles.cos()]))
+    # The input layer sees 4 * 4 features per frame (10 frames) and per first observation.
+    model = _model(position_features=4)
+    assert model.token_in.in_features == 60 + 10 * 16
+    assert model.obs_in.in_features == 4 + 16
+    with pytest.raises(ValueError, match="position_features"):
+        ModelConfig(position_features=17).validate()
 
 
 @pytest.mark.parametrize("prediction", ["eps", "v"])
