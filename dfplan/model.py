@@ -62,6 +62,10 @@ class ModelConfig:
     # first two observation numbers: Maze2D's x, y) added to the input; 0 = off. Which cells are
     # walls is a sharp function of position that a linear input layer learns slowly.
     position_features: int = 0
+    # Predict each frame's observation as o_0 plus the network's output (x0 prediction only), so
+    # plans start where the agent is: a frame's distance from o_0 is small near the start, where
+    # an absolute prediction must be precise to a fraction of a cell across the whole maze.
+    residual_obs: bool = False
 
     @property
     def frame_dim(self) -> int:
@@ -83,6 +87,8 @@ class ModelConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.position_features <= 16:
             raise ValueError(f"position_features must be in 0..16, got {self.position_features}")
+        if self.residual_obs and self.prediction != "x0":
+            raise ValueError(f"residual_obs needs prediction 'x0', got '{self.prediction}'")
         if self.position_features and self.obs_dim < 2:
             raise ValueError("position_features needs observations that start with x, y")
 
@@ -226,7 +232,13 @@ class DiffusionForcingModel(nn.Module):
         for block in self.blocks:
             h = block(h)
         h = self.ln_f(h[:, 1:])  # drop o_0's slot: its output predicts nothing
-        return self.head(h)  # (B, T, token_dim)
+        out = self.head(h)  # (B, T, token_dim)
+        if self.config.residual_obs:
+            cfg = self.config
+            frames = out.view(b, t, cfg.frame_stack, cfg.frame_dim)
+            obs = frames[..., : cfg.obs_dim] + first_obs[:, None, None, :]
+            out = torch.cat([obs, frames[..., cfg.obs_dim :]], -1).view(b, t, d)
+        return out
 
     def _with_position_features(self, x_noisy, levels, first_obs):
         """Inputs with each frame's Fourier position features appended. A noisy token's

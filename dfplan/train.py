@@ -650,6 +650,7 @@ _MODEL_FLAGS = {
     "prediction": str,
     "dropout": float,
     "position_features": int,
+    "residual_obs": int,
 }
 _UNET_FLAGS = {"dim": int}  # settings of the Diffuser U-Net (--model diffuser)
 _HELP = {
@@ -673,6 +674,7 @@ _HELP = {
     "prediction": "what the network predicts: x0, eps or v (default x0)",
     "dropout": "dropout rate (default 0)",
     "position_features": "Fourier frequencies of each frame's (x, y) in the input, 0 = off",
+    "residual_obs": "1: predict each frame's observation as o_0 + the network's output (x0 only)",
     "dim": "--model diffuser: U-Net channels at full time resolution (default 32)",
 }
 
@@ -689,7 +691,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     for name, kind in {**_TRAIN_FLAGS, **_MODEL_FLAGS, **_UNET_FLAGS}.items():
         flag = "--" + name.replace("_", "-")
-        extra = {"choices": ("x0", "eps", "v")} if name == "prediction" else {}
+        extra = {"prediction": {"choices": ("x0", "eps", "v")}, "residual_obs": {"choices": (0, 1)}}
+        extra = extra.get(name, {})
         parser.add_argument(flag, type=kind, default=None, help=_HELP[name], **extra)
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     parser.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
@@ -733,6 +736,8 @@ def run_train(args: argparse.Namespace) -> int:
             )
     overrides = {k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k) is not None}
     model_overrides = {k: getattr(args, k) for k in own if getattr(args, k) is not None}
+    if "residual_obs" in model_overrides:
+        model_overrides["residual_obs"] = bool(model_overrides["residual_obs"])
     if args.window is not None and config.model_kind == "diffuser":
         model_overrides["horizon"] = args.window  # the U-Net plans as far as it was trained
     elif args.window is not None:  # positions must cover the new window

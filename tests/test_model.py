@@ -44,9 +44,9 @@ def test_default_size_is_the_reference_probe():
     assert n * 4 < 10e6  # float32 weights under 10 MB
 
 
-@pytest.mark.parametrize("position_features", [0, 4])
-def test_causality_later_tokens_never_change_earlier_outputs(position_features):
-    model = _model(position_features=position_features)
+@pytest.mark.parametrize("options", [{}, {"position_features": 4}, {"residual_obs": True}])
+def test_causality_later_tokens_never_change_earlier_outputs(options):
+    model = _model(**options)
     x, levels, first_obs = _inputs(model.config, t=8)
     with torch.no_grad():
         base = model(x, levels, first_obs)
@@ -59,9 +59,9 @@ def test_causality_later_tokens_never_change_earlier_outputs(position_features):
             assert not torch.allclose(out[:, t + 1 :], base[:, t + 1 :])
 
 
-@pytest.mark.parametrize("position_features", [0, 4])
-def test_conditioning_and_levels_reach_the_output(position_features):
-    model = _model(position_features=position_features)
+@pytest.mark.parametrize("options", [{}, {"position_features": 4}, {"residual_obs": True}])
+def test_conditioning_and_levels_reach_the_output(options):
+    model = _model(**options)
     x, levels, first_obs = _inputs(model.config)
     with torch.no_grad():
         base = model(x, levels, first_obs)
@@ -85,6 +85,19 @@ def test_fourier_features_of_positions():
     assert model.obs_in.in_features == 4 + 16
     with pytest.raises(ValueError, match="position_features"):
         ModelConfig(position_features=17).validate()
+
+
+def test_residual_obs_adds_the_first_observation_to_every_frame():
+    model = _model(residual_obs=True)
+    x, levels, first_obs = _inputs(model.config)
+    with torch.no_grad():
+        out = tokens_to_frames(model(x, levels, first_obs), 10)
+        model.config.residual_obs = False
+        raw = tokens_to_frames(model(x, levels, first_obs), 10)
+    torch.testing.assert_close(out[..., :4], raw[..., :4] + first_obs[:, None, :])
+    torch.testing.assert_close(out[..., 4:], raw[..., 4:])  # actions are not offset
+    with pytest.raises(ValueError, match="residual_obs"):
+        ModelConfig(residual_obs=True, prediction="eps").validate()
 
 
 @pytest.mark.parametrize("prediction", ["eps", "v"])
