@@ -21,7 +21,7 @@ from dfplan.checkpoint import atomic_write_json, ensure_writable_dir, remove_sta
 from dfplan.envs import get_task
 from dfplan.errors import UserError
 
-METHODS = ("df", "df-nomcg", "diffuser", "expert", "random")
+METHODS = ("df", "df-nomcg", "diffuser", "expert", "greedy", "random")
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
@@ -102,6 +102,10 @@ def make_policy(method: str, task, checkpoint: str | None, device: str | None, p
         from dfplan.policies import WaypointExpert
 
         return WaypointExpert(task.name)
+    if method == "greedy":
+        from dfplan.policies import GreedyPolicy
+
+        return GreedyPolicy()
     if method == "random":
         from dfplan.policies import RandomPolicy
 
@@ -183,7 +187,7 @@ def run_bench(args: argparse.Namespace) -> int:
         },
         "decisions_per_second": dps,
         "wall_seconds": wall,
-        "device": device if args.method not in ("expert", "random") else "cpu",
+        "device": device if args.method not in ("expert", "greedy", "random") else "cpu",
         "machine": f"{platform.machine()} {os.cpu_count()} cpus",
         "checkpoint": shards[0]["checkpoint"],
         "config": shards[0]["config"],

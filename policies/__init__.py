@@ -5,6 +5,7 @@ Observations (B, 4) in, actions (B, 2) out (unbatched (4,) -> (2,) works too); t
 """
 
 from dfplan.policies.expert import WaypointExpert
+from dfplan.policies.greedy import GreedyPolicy
 from dfplan.policies.random import RandomPolicy
 
-__all__ = ["RandomPolicy", "WaypointExpert"]
+__all__ = ["GreedyPolicy", "RandomPolicy", "WaypointExpert"]

@@ -56,3 +56,26 @@ def test_expert_needs_a_goal_and_a_known_task():
     expert.reset()
     with pytest.raises(ValueError, match="needs a goal"):
         expert.act(np.zeros(4))
+
+
+def test_greedy_stays_at_an_open_goal_and_is_stopped_by_a_wall():
+    # umaze: goal (1, 1); (1, 3) sees it along an open corridor, (3, 1) is behind the wall.
+    from dfplan.policies import GreedyPolicy
+
+    env = gym.make("dfplan/maze2d-umaze-v1").unwrapped
+    greedy = GreedyPolicy()
+    at_goal = {}
+    for start in ((1.0, 3.0), (3.0, 1.0)):
+        obs, info = env.reset(seed=0)
+        env.set_state(np.array(start), np.zeros(2))
+        obs = np.array([*start, 0.0, 0.0])
+        greedy.reset(goal=np.array([1.0, 1.0]))
+        steps = 0
+        for _ in range(300):
+            obs, _, _, _, info = env.step(greedy.act(obs))
+            steps += info["success"]
+        at_goal[start] = steps
+    assert at_goal[(1.0, 3.0)] > 250  # arrives within ~40 steps and stays
+    assert at_goal[(3.0, 1.0)] == 0  # presses into the wall between it and the goal
+    actions = greedy.act(np.zeros((3, 4)), {"goal": np.array([1.0, 1.0])})
+    assert actions.shape == (3, 2) and np.all(np.abs(actions) <= 1.0)
