@@ -9,7 +9,11 @@ whole plan without guidance (the configured schedule run to the end, from pure n
     the maze);
 (b) dynamics consistency: the plan's actions, replayed open-loop in the real env from the same
     start, give positions p_env(t); the error is ||p_env(t) - p_plan(t)||, reported at step 100
-    (and 50, and the mean over the horizon).
+    (and 50, and the mean over the horizon);
+(c) start offset: ||p_plan(1) - o_0||, how far the plan's first position is from the agent (a
+    real step moves it at most ~0.05).
+With --denoise, also the model's own precision on dataset windows: every token noised to one
+level, the error of its x0 estimate of the first frame's position (which o_0 all but fixes).
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ def probe(planner, task, samples: int = 100, seed: int = 0, batch: int = 50) -> 
     env = gym.make(task.env_id)
     starts = [env.reset(seed=seed + k)[0] for k in range(samples)]
     steps = planner.max_tokens * planner.frame_stack
-    all_positions, errors = [], []
+    all_positions, errors, offsets = [], [], []
     for lo in range(0, samples, batch):
         obs = np.stack(starts[lo : lo + batch])
         planner.reset(len(obs), list(range(seed + lo, seed + lo + len(obs))))
@@ -58,6 +62,7 @@ def probe(planner, task, samples: int = 100, seed: int = 0, batch: int = 50) -> 
         positions = plan.positions.cpu().numpy()
         actions = plan.actions.cpu().numpy()
         all_positions.append(positions)
+        offsets.append(np.linalg.norm(positions[:, 0] - obs[:, :2], axis=1))
         for k, o in enumerate(obs):
             real = replay(task, o[:2], o[2:], actions[k])
             errors.append(np.linalg.norm(real - positions[k], axis=1))
@@ -70,7 +75,36 @@ def probe(planner, task, samples: int = 100, seed: int = 0, batch: int = 50) -> 
         "dyn_error_at_50": float(errors[:, 49].mean()) if steps >= 50 else None,
         "dyn_error_at_100": float(errors[:, 99].mean()) if steps >= 100 else None,
         "dyn_error_mean": float(errors.mean()),
+        "start_offset": float(np.concatenate(offsets).mean()),
     }
+
+
+def denoise_errors(
+    model, normalizer, data, levels=(1000, 200, 50), windows: int = 256, seed: int = 0
+) -> dict:
+    """Mean distance between the x0 estimate of the first frame's position and the true one, on
+    `windows` dataset windows with every token at one level, per level."""
+    import torch
+
+    from dfplan import diffusion
+    from dfplan.train import WindowSampler
+
+    cfg = model.config
+    sampler = WindowSampler(
+        data, cfg.max_tokens * cfg.frame_stack, cfg.frame_stack, normalizer, seed
+    )
+    first_obs, tokens = sampler.sample(windows)
+    std = torch.as_tensor(normalizer.obs_std[:2], dtype=tokens.dtype)
+    generator = torch.Generator().manual_seed(seed)
+    out = {}
+    for level in levels:
+        lv = torch.full(tokens.shape[:2], level)
+        noise = torch.randn(tokens.shape, generator=generator)
+        with torch.no_grad():
+            x0 = model.predict_x0(diffusion.q_sample(tokens, lv, model.abar, noise), lv, first_obs)
+        error = ((x0[:, 0, :2] - tokens[:, 0, :2]) * std).norm(dim=-1).mean()
+        out[f"first_frame_error_at_level_{level}"] = float(error)
+    return out
 
 
 def main() -> None:
@@ -83,12 +117,19 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--planner", nargs="*", default=[], metavar="FIELD=VALUE")
+    parser.add_argument("--denoise", action="store_true", help="also the x0 precision check")
     args = parser.parse_args()
     task = get_task(args.task)
     policy = make_policy("df", task, args.checkpoint, args.device, args.planner)
     result = probe(policy.planner, task, args.samples, args.seed)
     result["checkpoint"] = policy.checkpoint
     result["planner_overrides"] = args.planner
+    if args.denoise:
+        from dfplan.envs.datasets import load_trajectories
+
+        data = load_trajectories(task.dataset_id, task)
+        planner = policy.planner
+        result.update(denoise_errors(planner.model, planner.normalizer, data))
     print(json.dumps(result, indent=2))
 
 

@@ -3,7 +3,7 @@
 import gymnasium as gym
 import numpy as np
 import pytest
-from helpers import assert_vector_batch_equals_singles, save_tiny_checkpoint
+from helpers import assert_vector_batch_equals_singles, save_tiny_checkpoint, trajectories
 
 import dfplan  # noqa: F401
 from dfplan.errors import UserError
@@ -63,6 +63,36 @@ def test_model_probes_on_a_tiny_model(tiny_checkpoint):
     assert 0.0 <= result["wall_fraction"] <= 1.0
     assert result["horizon"] == 20 and result["dyn_error_at_100"] is None
     assert np.isfinite(result["dyn_error_mean"]) and result["dyn_error_mean"] > 0
+    assert np.isfinite(result["start_offset"]) and result["start_offset"] >= 0
+
+
+def test_denoise_errors_measure_the_first_frame(tiny_checkpoint):
+    """A model that returns the true clean tokens scores zero; the tiny model does not."""
+    from dfplan.benchmarks.model_probes import denoise_errors
+    from dfplan.train import WindowSampler
+
+    policy = DiffusionForcingPolicy.from_pretrained("maze2d-umaze", tiny_checkpoint, "cpu")
+    model, normalizer = policy.planner.model, policy.planner.normalizer
+    rng = np.random.default_rng(0)
+    data = trajectories(
+        rng.normal(2, 1, (200, 4)).astype(np.float32),
+        rng.uniform(-1, 1, (200, 2)).astype(np.float32),
+    )
+    errors = denoise_errors(model, normalizer, data, levels=(1000, 50), windows=8)
+    assert set(errors) == {"first_frame_error_at_level_1000", "first_frame_error_at_level_50"}
+    assert all(np.isfinite(v) and v > 0 for v in errors.values())
+
+    class Oracle:  # knows the clean windows denoise_errors draws (same sampler seed)
+        config, abar = model.config, model.abar
+
+        def predict_x0(self, x, levels, first_obs):
+            return clean
+
+    cfg = model.config
+    sampler = WindowSampler(data, cfg.max_tokens * cfg.frame_stack, cfg.frame_stack, normalizer, 0)
+    clean = sampler.sample(8)[1]
+    errors = denoise_errors(Oracle(), normalizer, data, levels=(1000,), windows=8)
+    assert errors["first_frame_error_at_level_1000"] < 1e-6
 
 
 def test_every_shipped_checkpoint_loads_and_acts():
