@@ -12,7 +12,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from dfplan.envs.layouts import LAYOUTS, inner_bounds, parse_layout
 from dfplan.envs.maze2d import MAX_SPEED, RESET_JUMP
@@ -46,18 +45,20 @@ def batch_goals(
     info: dict | None,
     default,
     who: str,
-    maze: str,
-    bounds: tuple[np.ndarray, np.ndarray],
+    maze: str | None = None,
+    bounds: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """(B, 2) goals from info["goal"] (one per env, or one for all), else from `default`.
 
-    Goals outside `bounds` (the maze's `inner_bounds`), or not finite, are refused: nothing
-    could reach them."""
+    With `bounds` (the `maze`'s `inner_bounds`), goals outside them or not finite are refused:
+    nothing could reach them."""
     goal = info.get("goal") if info is not None else None
     goal = default if goal is None else goal
     if goal is None:
         raise ValueError(f"{who} needs a goal: info['goal'] or reset(goal=)")
     goals = np.broadcast_to(np.asarray(goal, dtype=np.float64), (batch, 2))
+    if bounds is None:
+        return goals
     low, high = bounds
     outside = ~np.all(np.isfinite(goals) & (goals >= low) & (goals <= high), axis=1)
     if outside.any():
@@ -133,6 +134,8 @@ class PlannerPolicy:
 
         A checkpoint of another maze or kind, or with bad settings, raises UserError (one line).
         """
+        import torch
+
         from dfplan.checkpoint import load_checkpoint, shipped_checkpoint
         from dfplan.envs import TASKS, get_task
         from dfplan.normalizer import Normalizer

@@ -14,6 +14,7 @@ import numpy as np
 
 from dfplan.envs.layouts import LAYOUTS, WALL, parse_layout
 from dfplan.envs.maze2d import RESET_JUMP
+from dfplan.policies.common import batch_goals
 
 P_GAIN, D_GAIN = 10.0, -1.0  # D4RL's waypoint controller gains
 SOLVE_RADIUS = 0.1  # a waypoint (or the goal cell) counts as reached within this distance
@@ -122,12 +123,7 @@ class WaypointExpert:
         obs = np.asarray(obs, dtype=np.float64)
         single = obs.ndim == 1
         obs = np.atleast_2d(obs)
-        goal = info.get("goal") if info is not None else None
-        if goal is None:
-            goal = self.goal
-        if goal is None:
-            raise ValueError("WaypointExpert needs a goal: pass info['goal'] or reset(goal=...)")
-        goals = np.broadcast_to(np.asarray(goal, dtype=np.float64), (len(obs), 2))
+        goals = batch_goals(len(obs), info, self.goal, "WaypointExpert")
         while len(self.followers) < len(obs):
             # Environment k of a batch draws its jitter from seed + k, as if it ran alone.
             k = len(self.followers)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dfplan.policies.common import check_obs
+from dfplan.policies.common import batch_goals, check_obs
 from dfplan.policies.expert import D_GAIN, P_GAIN
 
 
@@ -23,10 +23,6 @@ class GreedyPolicy:
     def act(self, obs, info: dict | None = None) -> np.ndarray:
         single = np.ndim(obs) == 1
         obs = check_obs(obs)
-        goal = info.get("goal") if info is not None else None
-        goal = self.goal if goal is None else goal
-        if goal is None:
-            raise ValueError("GreedyPolicy needs a goal: info['goal'] or reset(goal=)")
-        goals = np.broadcast_to(np.asarray(goal, dtype=np.float64), (len(obs), 2))
+        goals = batch_goals(len(obs), info, self.goal, "GreedyPolicy")
         actions = np.clip(P_GAIN * (goals - obs[:, :2]) + D_GAIN * obs[:, 2:], -1.0, 1.0)
         return actions[0] if single else actions
