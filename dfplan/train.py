@@ -653,6 +653,7 @@ _MODEL_FLAGS = {
     "residual_obs": int,
 }
 _UNET_FLAGS = {"dim": int}  # settings of the Diffuser U-Net (--model diffuser)
+_CHOICES = {"prediction": ("x0", "eps", "v"), "residual_obs": (0, 1)}
 _HELP = {
     "steps": "total optimizer steps (default: per maze, see dfplan.train.RECOMMENDED)",
     "batch_size": "windows per step and per process (default 64)",
@@ -691,8 +692,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
     for name, kind in {**_TRAIN_FLAGS, **_MODEL_FLAGS, **_UNET_FLAGS}.items():
         flag = "--" + name.replace("_", "-")
-        extra = {"prediction": {"choices": ("x0", "eps", "v")}, "residual_obs": {"choices": (0, 1)}}
-        extra = extra.get(name, {})
+        extra = {"choices": _CHOICES[name]} if name in _CHOICES else {}
         parser.add_argument(flag, type=kind, default=None, help=_HELP[name], **extra)
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     parser.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
