@@ -20,6 +20,17 @@ class Plan:
     mask: torch.Tensor  # (B, H) float: 1 for frames inside the episode's remaining time
 
 
+def clip_token_norm(grad: torch.Tensor, max_norm: float) -> torch.Tensor:
+    """Scale each token's gradient (last dim) down to at most `max_norm`, direction kept.
+
+    A summed reward over hundreds of frames gives the near tokens, which every later frame
+    depends on, gradients many times larger than the far ones; uncapped, one guidance step can
+    drag the first frame away from the observed state the plan is conditioned on.
+    """
+    norm = torch.linalg.vector_norm(grad, dim=-1, keepdim=True)
+    return grad * (max_norm / norm.clamp(min=1e-12)).clamp(max=1.0)
+
+
 class GoalReward:
     """Diffusion Forcing's planning objective: -sum_t ||p_t - g|| over all planned frames, so any
     frame may be the one that arrives (REFERENCE.md section 2)."""

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from dfplan import diffusion, schedules
-from dfplan.guidance import Plan
+from dfplan.guidance import Plan, clip_token_norm
 from dfplan.model import DiffusionForcingModel, frames_to_tokens, tokens_to_frames
 
 SCHEDULES = ("pyramid", "full_sequence", "autoregressive")
@@ -42,6 +42,7 @@ class PlannerConfig:
     warm_start: bool = True  # reuse the previous plan (False: replan from noise every step)
     refresh_rows: int = 2  # warm start: rows re-run per decision (how far near tokens re-noise)
     guide_waiting: bool = False  # also push tokens that wait at their level this row (far future)
+    guidance_clip: float = 0.0  # cap on each token's reward-gradient norm (0 = no cap)
     horizon_tokens: int = 0  # cap on planned tokens; 0 = the model's max_tokens
     eta: float = 0.0  # DDIM stochasticity (0 = deterministic given the initial noise)
     candidates: int = 1  # cold start: plans drawn per environment, the best by reward is kept
@@ -51,8 +52,11 @@ class PlannerConfig:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got '{self.schedule}'")
         if min(self.sampling_steps, self.mcg_samples, self.refresh_rows, self.candidates) < 1:
             raise ValueError("sampling_steps, mcg_samples, refresh_rows, candidates must be >= 1")
-        if min(self.guidance_scale, self.horizon_tokens, self.eta, self.uncertainty) < 0:
-            raise ValueError("guidance_scale, horizon_tokens, eta and uncertainty must be >= 0")
+        knobs = (self.guidance_scale, self.guidance_clip, self.horizon_tokens, self.eta)
+        if min(*knobs, self.uncertainty) < 0:
+            raise ValueError(
+                "guidance_scale, guidance_clip, horizon_tokens, eta, uncertainty must be >= 0"
+            )
         # Far beyond any useful step size the float32 update overflows into NaN plans.
         if not all(v <= 1e6 for v in (self.guidance_scale, self.eta, self.uncertainty)):
             raise ValueError("guidance_scale, eta and uncertainty must be finite and <= 1e6")
@@ -217,6 +221,8 @@ class DiffusionForcingPlanner:
             scores = [reward(self.to_plan(x0j, steps_left)) for x0j in x0r.view(m, b, t, d)]
             score = torch.stack(scores).mean(0)  # (B,): Monte-Carlo average over futures
             (grad,) = torch.autograd.grad(score.sum(), inputs=base)
+        if cfg.guidance_clip > 0:
+            grad = clip_token_norm(grad, cfg.guidance_clip)
         x0 = x0r.view(m, b, t, d)[0].detach()
         x_next = diffusion.ddim_step(x, x0, k_from, k_to, self.abar, cfg.eta, noise=eta_noise)
         sigma = (1 - self.abar[k_to]).sqrt().unsqueeze(-1).to(x.dtype)  # (B, T, 1)

@@ -121,3 +121,22 @@ def test_episodes_on_an_explicit_seed_list_match_the_same_seeds_run_alone():
     assert [r.seed for r in listed] == [7, 2]
     assert listed[1].raw_return == alone[0].raw_return
     assert listed[1].final_position == alone[0].final_position
+
+
+def test_hold_probe_places_the_agent_and_counts_steps_at_the_goal():
+    """The waypoint expert, started at rest on the goal, holds it every step; started one cell
+    away it needs some steps to arrive, so it collects fewer."""
+    import gymnasium as gym
+
+    from dfplan.benchmarks.bench import make_policy
+    from dfplan.benchmarks.hold_probe import hold
+    from dfplan.envs import get_task
+
+    task = get_task("maze2d-umaze")
+    expert = make_policy("expert", task, None, "cpu")
+    _, info = gym.make(task.env_id).reset(seed=0)
+    goal = np.asarray(info["goal"])
+    inside, distances = hold(task, expert, np.array([*goal, 0.0, 0.0]), 20, 0, 0)
+    assert inside == 20 and len(distances) == 20 and max(distances) < 0.5
+    away, _ = hold(task, expert, np.array([3.0, 1.0, 0.0, 0.0]), 20, 0, 0)
+    assert away < 20

@@ -7,7 +7,13 @@ import torch
 
 from dfplan import diffusion
 from dfplan import planner as planner_module
-from dfplan.guidance import ActionEnergyReward, GoalReward, KeepAwayReward, SumReward
+from dfplan.guidance import (
+    ActionEnergyReward,
+    GoalReward,
+    KeepAwayReward,
+    SumReward,
+    clip_token_norm,
+)
 from dfplan.model import DiffusionForcingModel, ModelConfig, tokens_to_frames
 from dfplan.normalizer import Normalizer
 from dfplan.planner import DiffusionForcingPlanner, PlannerConfig, shift_one_frame
@@ -55,6 +61,31 @@ def test_guidance_moves_the_plan_toward_the_goal():
         plan = planner.to_plan(planner.tokens, torch.tensor([24]))
         distances[scale] = torch.linalg.vector_norm(plan.positions - goal, dim=-1).mean().item()
     assert distances[1.0] < distances[0.0] - 0.5, distances
+
+
+def test_clip_token_norm_caps_each_token_and_keeps_direction():
+    grad = torch.tensor([[[3.0, 4.0], [0.3, 0.4], [0.0, 0.0]]])  # norms 5, 0.5, 0
+    clipped = clip_token_norm(grad, 1.0)
+    assert torch.allclose(clipped[0, 0], torch.tensor([0.6, 0.8]))
+    assert torch.equal(clipped[0, 1:], grad[0, 1:])  # under the cap: untouched
+
+
+def test_guidance_clip_bounds_the_guidance_step_of_every_token():
+    obs = np.array([[2.0, 2.0, 0.0, 0.0]])
+    reward = GoalReward(torch.tensor([[60.0, -30.0]]))  # far goal: large gradients
+    steps = {}
+    for clip in (0.0, 0.01):
+        planner = tiny_planner(guidance_scale=50.0, mcg_samples=1, guidance_clip=clip)
+        first_obs, steps_left, t = planner._prepare(obs, 24)
+        x = planner._randn(t, planner.model.config.token_dim)
+        lv_from, lv_to = torch.full((1, t), 6), torch.full((1, t), 5)
+        guided, _ = planner._row(x, lv_from, lv_to, first_obs, reward, steps_left)
+        planner.config.guidance_scale = 0.0
+        plain, _ = planner._row(x, lv_from, lv_to, first_obs, None, steps_left)
+        steps[clip] = torch.linalg.vector_norm(guided - plain, dim=-1).max().item()
+    sigma = (1 - planner.abar[planner.train_levels[5]]).sqrt().item()
+    assert steps[0.0] > 1.0  # the uncapped step is large ...
+    assert steps[0.01] <= 50.0 * sigma * 0.01 + 1e-5  # ... the capped one is scale * sigma * cap
 
 
 def plain_guidance_row(planner, x, lv_from, lv_to, first_obs, reward, steps_left):
