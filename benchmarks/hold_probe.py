@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 
+import gymnasium as gym
 import numpy as np
 
 from dfplan.benchmarks.bench import make_policy
@@ -23,8 +24,6 @@ from dfplan.errors import UserError
 
 def hold(task, policy, state: np.ndarray, steps: int, policy_seed: int, env_seed: int):
     """-> (steps within the success radius, distances to the goal after each step)."""
-    import gymnasium as gym
-
     env = gym.make(task.env_id)
     _, info = env.reset(seed=env_seed)
     goal = np.asarray(info["goal"])
