@@ -46,12 +46,16 @@ class PlannerConfig:
     horizon_tokens: int = 0  # cap on planned tokens; 0 = the model's max_tokens
     eta: float = 0.0  # DDIM stochasticity (0 = deterministic given the initial noise)
     candidates: int = 1  # cold start: plans drawn per environment, the best by reward is kept
+    warm_candidates: int = 1  # warm start: re-noised draws per decision, the best is kept
 
     def validate(self) -> None:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got '{self.schedule}'")
-        if min(self.sampling_steps, self.mcg_samples, self.refresh_rows, self.candidates) < 1:
-            raise ValueError("sampling_steps, mcg_samples, refresh_rows, candidates must be >= 1")
+        counts = (self.sampling_steps, self.mcg_samples, self.refresh_rows, self.candidates)
+        if min(*counts, self.warm_candidates) < 1:
+            raise ValueError(
+                "sampling_steps, mcg_samples, refresh_rows and (warm_)candidates must be >= 1"
+            )
         knobs = (self.guidance_scale, self.guidance_clip, self.horizon_tokens, self.eta)
         if min(*knobs, self.uncertainty) < 0:
             raise ValueError(
@@ -288,32 +292,51 @@ class DiffusionForcingPlanner:
     def _cold_start(self, profile, cold, first_obs, reward, steps_left):
         """Plan the `cold` environments from pure noise down the cold profile.
 
-        With `candidates` K > 1, each draws K plans one after another and keeps the one whose
-        final x0 scores highest under the reward: guidance only follows the local gradient, so
-        from a start where the straight line to the goal runs into a wall, a plan that goes
-        around is found by sampling, not by ascent. Later decisions warm-start from it.
+        With `candidates` K > 1, each draws K plans and keeps the one whose final x0 scores
+        highest under the reward: guidance only follows the local gradient, so from a start
+        where the straight line to the goal runs into a wall, a plan that goes around is found
+        by sampling, not by ascent. Later decisions warm-start from it.
         """
         tokens, d = profile.shape[1], self.model.config.token_dim
         rows = [torch.where(cold[:, None], row, profile[0]) for row in profile]  # warm: no-op
-        best = None
-        for _ in range(self.config.candidates):
-            x, x0 = self._run(
+
+        def draw():
+            return self._run(
                 self._randn(tokens, d, active=cold), rows, first_obs, reward, steps_left
             )
-            if self.config.candidates == 1 or reward is None:  # nothing to choose by
-                return x, x0
-            score = reward(self.to_plan(x0, steps_left))
-            if best is None:
-                best = [x, x0, score]
-                continue
-            better = score > best[2]
-            best[0] = torch.where(better[:, None, None], x, best[0])
-            best[1] = torch.where(better[:, None, None], x0, best[1])
-            best[2] = torch.maximum(score, best[2])
-        return best[0], best[1]
+
+        return self._best_of(self.config.candidates, draw, reward, steps_left)
+
+    def _best_of(self, k, draw, reward, steps_left):
+        """Call `draw() -> (x, x0)` k times; per env keep the plan whose x0 scores highest."""
+        x, x0 = draw()
+        if k == 1 or reward is None:  # nothing to choose by
+            return x, x0
+        best = reward(self.to_plan(x0, steps_left))
+        for _ in range(k - 1):
+            xc, x0c = draw()
+            score = reward(self.to_plan(x0c, steps_left))
+            better = (score > best)[:, None, None]
+            x, x0 = torch.where(better, xc, x), torch.where(better, x0c, x0)
+            best = torch.maximum(score, best)
+        return x, x0
 
     def _warm_start(self, floor, tokens, warm, first_obs, reward, steps_left):
-        """Shift the `warm` environments' plans by one frame, re-noise and denoise to `floor`."""
+        """Shift the `warm` environments' plans by one frame, re-noise and denoise to `floor`.
+
+        With `warm_candidates` K > 1 the re-noise is drawn K times and the plan whose x0
+        scores highest is kept: a cheap search around the previous plan, where a gradient step
+        would follow the straight line into a wall.
+        """
+        return self._best_of(
+            self.config.warm_candidates,
+            lambda: self._refresh(floor, tokens, warm, first_obs, reward, steps_left),
+            reward,
+            steps_left,
+        )
+
+    def _refresh(self, floor, tokens, warm, first_obs, reward, steps_left):
+        """One warm draw: re-noise the shifted plan to the refresh profile and denoise it."""
         x, levels = self._warm_levels(floor, tokens, active=warm)
         # One level per row down to the floor (refresh_rows rows for the pyramid); cold
         # environments, and warm ones with fewer rows, wait on no-op rows so all end together.
