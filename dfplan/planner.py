@@ -21,6 +21,7 @@ step shifts the plan by one frame, raises every token to min(S, P(t) + refresh_r
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -47,6 +48,7 @@ class PlannerConfig:
     eta: float = 0.0  # DDIM stochasticity (0 = deterministic given the initial noise)
     candidates: int = 1  # cold start: plans drawn per environment, the best by reward is kept
     warm_candidates: int = 1  # warm start: re-noised draws per decision, the best is kept
+    deep_refresh_rows: int = 0  # warm start: one more draw re-noised this deep (0 = none)
 
     def validate(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -57,9 +59,11 @@ class PlannerConfig:
                 "sampling_steps, mcg_samples, refresh_rows and (warm_)candidates must be >= 1"
             )
         knobs = (self.guidance_scale, self.guidance_clip, self.horizon_tokens, self.eta)
+        knobs = (*knobs, self.deep_refresh_rows)
         if min(*knobs, self.uncertainty) < 0:
             raise ValueError(
-                "guidance_scale, guidance_clip, horizon_tokens, eta, uncertainty must be >= 0"
+                "guidance_scale, guidance_clip, horizon_tokens, eta, uncertainty, "
+                "deep_refresh_rows must be >= 0"
             )
         # Far beyond any useful step size the float32 update overflows into NaN plans.
         if not all(v <= 1e6 for v in (self.guidance_scale, self.eta, self.uncertainty)):
@@ -305,15 +309,15 @@ class DiffusionForcingPlanner:
                 self._randn(tokens, d, active=cold), rows, first_obs, reward, steps_left
             )
 
-        return self._best_of(self.config.candidates, draw, reward, steps_left)
+        return self._best_of([draw] * self.config.candidates, reward, steps_left)
 
-    def _best_of(self, k, draw, reward, steps_left):
-        """Call `draw() -> (x, x0)` k times; per env keep the plan whose x0 scores highest."""
-        x, x0 = draw()
-        if k == 1 or reward is None:  # nothing to choose by
+    def _best_of(self, draws, reward, steps_left):
+        """Call each `draw() -> (x, x0)`; per env keep the plan whose x0 scores highest."""
+        x, x0 = draws[0]()
+        if len(draws) == 1 or reward is None:  # nothing to choose by
             return x, x0
         best = reward(self.to_plan(x0, steps_left))
-        for _ in range(k - 1):
+        for draw in draws[1:]:
             xc, x0c = draw()
             score = reward(self.to_plan(x0c, steps_left))
             better = (score > best)[:, None, None]
@@ -324,21 +328,24 @@ class DiffusionForcingPlanner:
     def _warm_start(self, floor, tokens, warm, first_obs, reward, steps_left):
         """Shift the `warm` environments' plans by one frame, re-noise and denoise to `floor`.
 
-        With `warm_candidates` K > 1 the re-noise is drawn K times and the plan whose x0
-        scores highest is kept: a cheap search around the previous plan, where a gradient step
-        would follow the straight line into a wall.
+        With `warm_candidates` K > 1 the re-noise is drawn K times, and with
+        `deep_refresh_rows` R once more R rows deep; the plan whose x0 scores highest is kept.
+        A shallow refresh keeps the plan's commitments (a plan that has set off keeps going),
+        a deep one can revise the near future (close the last gap to a goal); the reward picks.
         """
-        return self._best_of(
-            self.config.warm_candidates,
-            lambda: self._refresh(floor, tokens, warm, first_obs, reward, steps_left),
-            reward,
-            steps_left,
-        )
+        cfg = self.config
+        depths = [cfg.refresh_rows] * cfg.warm_candidates
+        depths += [cfg.deep_refresh_rows] if cfg.deep_refresh_rows else []
+        draws = [
+            partial(self._refresh, floor, tokens, warm, first_obs, reward, steps_left, depth)
+            for depth in depths
+        ]
+        return self._best_of(draws, reward, steps_left)
 
-    def _refresh(self, floor, tokens, warm, first_obs, reward, steps_left):
-        """One warm draw: re-noise the shifted plan to the refresh profile and denoise it."""
-        x, levels = self._warm_levels(floor, tokens, active=warm)
-        # One level per row down to the floor (refresh_rows rows for the pyramid); cold
+    def _refresh(self, floor, tokens, warm, first_obs, reward, steps_left, depth):
+        """One warm draw: re-noise the shifted plan `depth` rows up and denoise it to `floor`."""
+        x, levels = self._warm_levels(floor, tokens, warm, depth)
+        # One level per row down to the floor (`depth` rows for the pyramid); cold
         # environments, and warm ones with fewer rows, wait on no-op rows so all end together.
         per_env = [
             [torch.maximum(floor, levels[k] - r) for r in range(int((levels[k] - floor).max()) + 1)]
@@ -370,8 +377,8 @@ class DiffusionForcingPlanner:
         )
         return self.to_plan(x, steps_left)
 
-    def _warm_levels(self, profile: torch.Tensor, tokens: int, active: torch.Tensor):
-        """Shift the previous plan by one frame and raise it to the refresh profile.
+    def _warm_levels(self, profile: torch.Tensor, tokens: int, active: torch.Tensor, depth: int):
+        """Shift the previous plan by one frame and raise it `depth` rows above `profile`.
 
         Only `active` environments draw noise (the others are about to start from noise)."""
         s = self.config.sampling_steps
@@ -385,7 +392,7 @@ class DiffusionForcingPlanner:
         if tokens > t:  # a longer plan than last time (e.g. a new episode): pure-noise tokens
             x = torch.cat([x, self._randn(tokens - t, d, active=active)], dim=1)
             levels = torch.cat([levels, torch.full_like(levels[:, :1], s).expand(b, tokens - t)], 1)
-        target = torch.clamp(profile.to(self.device) + self.config.refresh_rows, max=s)
+        target = torch.clamp(profile.to(self.device) + depth, max=s)
         target = torch.maximum(levels, target.expand_as(levels))
         noise = self._randn(tokens, d, active=active)
         x = renoise(x, levels, target, self.abar_steps, noise)

@@ -225,26 +225,31 @@ def test_cold_start_candidates_keep_the_best_plan_by_reward():
     assert torch.any(scores[4] > scores[1] + 1e-3)
 
 
-def test_warm_candidates_keep_the_best_refresh_by_reward():
+def test_warm_candidates_and_deep_refresh_keep_the_best_plan_by_reward():
     reward = GoalReward(torch.tensor([[3.0, 3.0], [1.0, 2.0], [2.0, 1.0]]))
     obs = np.array([[2.0, 2.0, 0.0, 0.0], [1.5, 2.5, 0.1, 0.0], [2.5, 1.5, 0.0, -0.1]])
     scores, actions = {}, {}
-    for k in (1, 4):
-        planner = tiny_planner(warm_candidates=k, guidance_scale=0.5, mcg_samples=2)
+    for k, deep in ((1, 0), (4, 0), (1, 4)):
+        planner = tiny_planner(
+            warm_candidates=k, deep_refresh_rows=deep, guidance_scale=0.5, mcg_samples=2
+        )
         planner.reset(3, seeds=[0, 1, 2])
         planner.act(obs, reward, 20)  # cold start: identical for both k
         first_obs, steps_left, tokens = planner._prepare(obs, 19)
         floor = planner_module.cold_schedule(planner.config, tokens)[-1]
         warm = torch.ones(3, dtype=torch.bool)
         _, x0 = planner._warm_start(floor, tokens, warm, first_obs, reward, steps_left)
-        scores[k] = reward(planner.to_plan(x0, steps_left))
-        actions[k] = planner.act(obs, reward, 18)
-    # draw 1 of 4 is the single refresh (same generator, same draws), so 4 can only be better
-    assert torch.all(scores[4] >= scores[1] - 1e-5)
-    assert torch.any(scores[4] > scores[1] + 1e-3)
-    assert np.all(np.abs(actions[4]) <= 1.0)
+        scores[k, deep] = reward(planner.to_plan(x0, steps_left))
+        actions[k, deep] = planner.act(obs, reward, 18)
+    # the first draw is the single refresh (same generator, same draws): more can only be better
+    for more in ((4, 0), (1, 4)):
+        assert torch.all(scores[more] >= scores[1, 0] - 1e-5)
+        assert torch.any(scores[more] > scores[1, 0] + 1e-3)
+        assert np.all(np.abs(actions[more]) <= 1.0)
     with pytest.raises(ValueError, match="candidates"):
         tiny_planner(warm_candidates=0)
+    with pytest.raises(ValueError, match="deep_refresh_rows"):
+        tiny_planner(deep_refresh_rows=-1)
 
 
 def test_rollout_runs_past_the_training_window_and_is_reproducible():
