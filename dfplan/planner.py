@@ -53,14 +53,26 @@ class PlannerConfig:
     def validate(self) -> None:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got '{self.schedule}'")
-        counts = (self.sampling_steps, self.mcg_samples, self.refresh_rows, self.candidates)
-        if min(*counts, self.warm_candidates) < 1:
+        counts = (
+            self.sampling_steps,
+            self.mcg_samples,
+            self.refresh_rows,
+            self.candidates,
+            self.warm_candidates,
+        )
+        if min(counts) < 1:
             raise ValueError(
                 "sampling_steps, mcg_samples, refresh_rows and (warm_)candidates must be >= 1"
             )
-        knobs = (self.guidance_scale, self.guidance_clip, self.horizon_tokens, self.eta)
-        knobs = (*knobs, self.deep_refresh_rows)
-        if min(*knobs, self.uncertainty) < 0:
+        knobs = (
+            self.guidance_scale,
+            self.guidance_clip,
+            self.horizon_tokens,
+            self.eta,
+            self.uncertainty,
+            self.deep_refresh_rows,
+        )
+        if min(knobs) < 0:
             raise ValueError(
                 "guidance_scale, guidance_clip, horizon_tokens, eta, uncertainty, "
                 "deep_refresh_rows must be >= 0"

@@ -234,7 +234,7 @@ def test_warm_candidates_and_deep_refresh_keep_the_best_plan_by_reward():
             warm_candidates=k, deep_refresh_rows=deep, guidance_scale=0.5, mcg_samples=2
         )
         planner.reset(3, seeds=[0, 1, 2])
-        planner.act(obs, reward, 20)  # cold start: identical for both k
+        planner.act(obs, reward, 20)  # cold start: the same for every setting
         first_obs, steps_left, tokens = planner._prepare(obs, 19)
         floor = planner_module.cold_schedule(planner.config, tokens)[-1]
         warm = torch.ones(3, dtype=torch.bool)
