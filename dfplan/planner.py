@@ -182,8 +182,9 @@ class DiffusionForcingPlanner:
         stream does not depend on what the rest of the batch is doing.
         """
         out = torch.zeros((len(self.generators), *shape), device=self.device)
+        flags = [True] * len(self.generators) if active is None else active.tolist()  # one sync
         for k, g in enumerate(self.generators):
-            if active is None or active[k]:
+            if flags[k]:
                 out[k] = torch.randn(shape, generator=g, device=self.device)
         return out
 
@@ -286,6 +287,7 @@ class DiffusionForcingPlanner:
         cold = self.cold.clone() if self.config.warm_start else torch.ones(b, dtype=torch.bool)
         if self.tokens is None:
             cold[:] = True
+        cold = cold.to(self.device)  # bookkeeping stays on the CPU; masks go where the plan is
         # Cold and warm environments run as two passes over the whole batch; in each pass the
         # other group waits on no-op rows (the reward is a callable on the whole batch).
         x = x0 = None
@@ -359,14 +361,14 @@ class DiffusionForcingPlanner:
         x, levels = self._warm_levels(floor, tokens, warm, depth)
         # One level per row down to the floor (`depth` rows for the pyramid); cold
         # environments, and warm ones with fewer rows, wait on no-op rows so all end together.
-        per_env = [
-            [torch.maximum(floor, levels[k] - r) for r in range(int((levels[k] - floor).max()) + 1)]
-            if warm[k]
-            else [levels[k]]
-            for k in range(len(warm))
+        # Env k needs depth_k = max_t(levels - floor) rows (0 for cold ones) and starts after
+        # n - 1 - depth_k no-op rows; row i lowers it by max(0, i - (n - 1 - depth_k)) levels.
+        depth_k = torch.where(warm, (levels - floor).amax(dim=1), 0)  # (B,)
+        n = int(depth_k.max()) + 1
+        rows = [
+            torch.maximum(floor, levels - (i - (n - 1 - depth_k)).clamp(min=0)[:, None])
+            for i in range(n)
         ]
-        n = max(len(r) for r in per_env)
-        rows = [torch.stack([r[max(0, i - (n - len(r)))] for r in per_env]) for i in range(n)]
         return self._run(x, rows, first_obs, reward, steps_left)
 
     @torch.no_grad()
