@@ -9,6 +9,7 @@ seed.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import gymnasium as gym
@@ -43,12 +44,15 @@ def run_episodes(
     progress: bool = True,
     seed_list: list[int] | None = None,
     policy_seed: int | None = None,
+    report: Callable[[int, int], None] | None = None,
 ) -> tuple[list[EpisodeRecord], float]:
     """Returns the per-episode records and the number of policy decisions per second.
 
     Episodes use seeds seed..seed+episodes-1, or the seeds of `seed_list` when given (tuning
     sets, failure cases). A batch's policy is reset with the batch's first episode seed, or
-    with `policy_seed` + the batch's offset when given.
+    with `policy_seed` + the batch's offset when given. `report(steps, reached)`, if given, is
+    called after every batched step with the environment steps just taken and the episodes that
+    first reached the goal on it (a worker process feeds its parent's progress bar this way).
     """
     all_seeds = list(seed_list) if seed_list is not None else list(range(seed, seed + episodes))
     episodes = len(all_seeds)
@@ -75,11 +79,15 @@ def run_episodes(
             steps = [env.step(a) for env, a in zip(envs, actions, strict=True)]
             obs = np.stack([s[0] for s in steps])
             infos = [s[4] for s in steps]
+            arrived = 0
             for k, s in enumerate(steps):
                 returns[k] += s[1]
                 if first[k] is None and s[4]["success"]:
                     first[k] = t
+                    arrived += 1
             bar.update(len(seeds))
+            if report is not None:
+                report(len(seeds), arrived)
             if t % 50 == 0:
                 reached = sum(f is not None for f in first) + sum(r.success for r in records)
                 bar.set_postfix(reached=f"{reached}/{len(records) + len(seeds)}", refresh=False)

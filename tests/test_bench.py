@@ -74,10 +74,12 @@ def test_torchrun_and_workers_give_the_same_episodes_as_one_process(tmp_path, ti
         "--device",
         "cpu",
     ]
-    r = dfplan(*common, "--out", str(tmp_path / "one"))
+    r = dfplan(*common, "--out", str(tmp_path / "one"), "--workers", "1")
     assert r.returncode == 0, r.stderr
     r = dfplan(*common, "--out", str(tmp_path / "workers"), "--workers", "2")
     assert r.returncode == 0, r.stderr
+    # The workers' steps reach the parent's one progress bar, all of them.
+    assert "(2 workers): 100%" in r.stderr and "900/900" in r.stderr, r.stderr
     torchrun = (
         sys.executable,
         "-m",
@@ -140,3 +142,16 @@ def test_hold_probe_places_the_agent_and_counts_steps_at_the_goal():
     assert inside == 20 and len(distances) == 20 and max(distances) < 0.5
     away, _ = hold(task, expert, np.array([3.0, 1.0, 0.0, 0.0]), 20, 0, 0)
     assert away < 20
+
+
+def test_bench_defaults_to_one_worker_per_core_for_learned_planners_on_cpu(monkeypatch):
+    from dfplan.benchmarks.bench import default_workers
+
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert default_workers("df", "cpu", 100) == 2
+    assert default_workers("diffuser", "cpu", 100) == 2
+    assert default_workers("df", "cpu", 1) == 1  # never more workers than episodes
+    assert default_workers("df", "cuda", 100) == 1
+    assert default_workers("expert", "cpu", 100) == 1
+    monkeypatch.setattr("os.cpu_count", lambda: 64)
+    assert default_workers("df-nomcg", "cpu", 100) == 8

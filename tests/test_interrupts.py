@@ -118,7 +118,7 @@ def test_kill_during_bench_then_rerun(tmp_path):
     checkpoint = save_tiny_checkpoint(tmp_path / "tiny", max_tokens=3, sampling_steps=3)
     res = tmp_path / "res"
     args = ["bench", "maze2d-umaze", "--checkpoint", str(checkpoint), "--episodes", "2"]
-    args += ["--batch-size", "1", "--out", str(res), "--device", "cpu"]
+    args += ["--batch-size", "1", "--out", str(res), "--device", "cpu", "--workers", "1"]
     log = tmp_path / "bench.log"
     proc = _start(args, log)
     try:
@@ -138,3 +138,50 @@ def test_kill_during_bench_then_rerun(tmp_path):
     result = json.loads((res / "maze2d-umaze_df.json").read_text())
     assert [e["seed"] for e in result["per_episode"]] == [0, 1]
     assert result["episodes"] == 2 and result["checkpoint"] == str(checkpoint)
+
+
+def _children(pid: int) -> list[int]:
+    """Live processes whose parent is `pid` (from /proc)."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_bench_workers_stop_when_the_bench_is_killed(tmp_path):
+    checkpoint = save_tiny_checkpoint(
+        tmp_path / "tiny", max_tokens=3, sampling_steps=3, task="maze2d-large"
+    )
+    args = ["bench", "maze2d-large", "--checkpoint", str(checkpoint), "--episodes", "8"]
+    args += ["--batch-size", "1", "--out", str(tmp_path / "res"), "--device", "cpu"]
+    log = tmp_path / "bench.log"
+    proc = _start([*args, "--workers", "2"], log)
+    try:
+        deadline = time.monotonic() + 120
+        while "step/s" not in log.read_text():  # the shared bar moves: both workers are stepping
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        workers = _children(proc.pid)
+        assert len(workers) >= 2, workers  # the two workers (and the resource tracker)
+    finally:
+        _kill(proc)
+    # 8 episodes of 800 steps take the workers several seconds more; orphans must not run on.
+    deadline = time.monotonic() + 5
+    while any(_alive(w) for w in workers):
+        assert time.monotonic() < deadline, [w for w in workers if _alive(w)]
+        time.sleep(0.05)
+    assert not (tmp_path / "res").exists() or list((tmp_path / "res").iterdir()) == []
