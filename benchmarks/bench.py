@@ -53,7 +53,7 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="parallel processes on this machine, each running a share of the episodes "
-        "(default: one per CPU core, at most 8, for the learned planners on CPU; else 1)",
+        "(default: one per two CPU cores, at most 8, for the learned planners on CPU; else 1)",
     )
     p.add_argument("--label", default=None, help="name for this variant in tables, plots, files")
 
@@ -226,14 +226,15 @@ def _replanning(config: dict) -> str:
 def default_workers(method: str, device: str, episodes: int) -> int:
     """Worker processes when `--workers` is not given.
 
-    Learned planners on CPU: one per core (at most 8), each on its own share of the threads.
-    Two 1-thread processes beat one 2-thread process here by about a quarter: the planner's
-    small matrix products keep a second thread only partly busy, and the env steps and Python
-    between them run in parallel too. On a GPU, or for methods that cost nothing: one.
+    Learned planners on CPU: one per two cores (at most 8), each with two threads. On this
+    2-core machine that is one process: the main job ran at 65 environment steps/s in one
+    2-thread process and at 59 in two 1-thread workers (the planner's matrix products already
+    keep both cores busy). On more cores, one process cannot use them all on batch-100 products
+    of this size. On a GPU, or for methods that cost nothing: one.
     """
     if device != "cpu" or method not in ("df", "df-nomcg", "diffuser"):
         return 1
-    return max(1, min(os.cpu_count() or 1, 8, episodes))
+    return max(1, min((os.cpu_count() or 1) // 2, 8, episodes))
 
 
 def run_shard(

@@ -144,13 +144,15 @@ def test_hold_probe_places_the_agent_and_counts_steps_at_the_goal():
     assert away < 20
 
 
-def test_bench_defaults_to_one_worker_per_core_for_learned_planners_on_cpu(monkeypatch):
+def test_bench_defaults_to_one_worker_per_two_cores_for_learned_planners_on_cpu(monkeypatch):
     from dfplan.benchmarks.bench import default_workers
 
     monkeypatch.setattr("os.cpu_count", lambda: 2)
-    assert default_workers("df", "cpu", 100) == 2
-    assert default_workers("diffuser", "cpu", 100) == 2
-    assert default_workers("df", "cpu", 1) == 1  # never more workers than episodes
+    assert default_workers("df", "cpu", 100) == 1
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert default_workers("df", "cpu", 100) == 4
+    assert default_workers("diffuser", "cpu", 100) == 4
+    assert default_workers("df", "cpu", 2) == 2  # never more workers than episodes
     assert default_workers("df", "cuda", 100) == 1
     assert default_workers("expert", "cpu", 100) == 1
     monkeypatch.setattr("os.cpu_count", lambda: 64)
