@@ -7,13 +7,17 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from helpers import assert_vector_batch_equals_singles, save_tiny_checkpoint, write_random_dataset
+from helpers import (
+    TINY_NORMALIZER,
+    assert_vector_batch_equals_singles,
+    save_tiny_checkpoint,
+    write_random_dataset,
+)
 
 import dfplan  # noqa: F401  (registers the env ids)
 from dfplan.checkpoint import load_checkpoint, shipped_checkpoints
 from dfplan.guidance import GoalReward
 from dfplan.model import DiffusionForcingModel, ModelConfig
-from dfplan.normalizer import Normalizer
 from dfplan.planner import DiffusionForcingPlanner, PlannerConfig
 from dfplan.policies.diffuser import DiffuserPolicy
 from dfplan.policies.diffusion_forcing import DiffusionForcingPolicy
@@ -41,16 +45,9 @@ def test_model_on_cuda_computes_what_it_computes_on_cpu():
 
 
 def test_planner_on_cuda_batches_like_single_planners_and_stays_in_bounds():
-    norm = Normalizer(
-        np.array([2, 2, 0, 0], np.float32),
-        np.array([1, 1, 1, 1], np.float32),
-        np.zeros(2, np.float32),
-        np.full(2, 0.5, np.float32),
-    )
-
     def planner():
         config = PlannerConfig(sampling_steps=6, mcg_samples=3, warm_candidates=2)
-        return DiffusionForcingPlanner(_tiny_model().to("cuda"), norm, config)
+        return DiffusionForcingPlanner(_tiny_model().to("cuda"), TINY_NORMALIZER, config)
 
     rng = np.random.default_rng(0)
     obs = rng.uniform(0, 4, size=(4, 4))

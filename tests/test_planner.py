@@ -4,6 +4,7 @@ warm start. Fast and deterministic; the quality of trained planners is measured 
 import numpy as np
 import pytest
 import torch
+from helpers import TINY_NORMALIZER
 
 from dfplan import diffusion
 from dfplan import planner as planner_module
@@ -15,7 +16,6 @@ from dfplan.guidance import (
     clip_token_norm,
 )
 from dfplan.model import DiffusionForcingModel, ModelConfig, tokens_to_frames
-from dfplan.normalizer import Normalizer
 from dfplan.planner import DiffusionForcingPlanner, PlannerConfig, shift_one_frame
 from dfplan.rollout import rollout
 
@@ -27,13 +27,7 @@ def tiny_planner(seed=0, prediction="x0", **kw):
             n_layer=2, n_head=2, n_embd=32, max_tokens=6, frame_stack=4, prediction=prediction
         )
     )
-    norm = Normalizer(
-        np.array([2, 2, 0, 0], np.float32),
-        np.array([1, 1, 1, 1], np.float32),
-        np.zeros(2, np.float32),
-        np.full(2, 0.5, np.float32),
-    )
-    return DiffusionForcingPlanner(model, norm, PlannerConfig(sampling_steps=6, **kw))
+    return DiffusionForcingPlanner(model, TINY_NORMALIZER, PlannerConfig(sampling_steps=6, **kw))
 
 
 def test_actions_are_finite_and_in_bounds_for_random_observations():
