@@ -140,24 +140,27 @@ def test_kill_during_bench_then_rerun(tmp_path):
     assert result["episodes"] == 2 and result["checkpoint"] == str(checkpoint)
 
 
-def _children(pid: int) -> list[int]:
-    """Live processes whose parent is `pid` (from /proc)."""
-    kids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            kids.append(int(stat.parent.name))
-    return kids
+def _stat(pid: int | str) -> list[str] | None:
+    """/proc/PID/stat after the command name: [state, ppid, ...]; None once the pid is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
 
 
 def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    fields = _stat(pid)
+    return fields is not None and fields[0] != "Z"
+
+
+def _children(pid: int) -> list[int]:
+    """Live processes whose parent is `pid`."""
+    kids = []
+    for entry in Path("/proc").iterdir():
+        fields = _stat(entry.name) if entry.name.isdigit() else None
+        if fields and fields[0] != "Z" and fields[1] == str(pid):
+            kids.append(int(entry.name))
+    return kids
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
