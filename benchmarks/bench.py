@@ -19,7 +19,7 @@ import time
 import traceback
 from pathlib import Path
 
-from dfplan.benchmarks.harness import run_episodes, summarize
+from dfplan.benchmarks.harness import run_episodes, step_bar, summarize
 from dfplan.checkpoint import atomic_write_json, ensure_writable_dir, remove_stale_temps
 from dfplan.envs import get_task
 from dfplan.errors import UserError
@@ -277,7 +277,15 @@ def _distributed() -> tuple[int, int]:
     return dist.get_rank(), world
 
 
-def _worker(job: tuple, out, parent: int) -> None:
+def _send(out, message: tuple) -> None:
+    """Send to the parent bench; if it is gone (killed), stop instead of running on unseen."""
+    try:
+        out.send(message)
+    except BrokenPipeError:
+        os._exit(1)
+
+
+def _worker(job: tuple, out) -> None:
     """A worker process: run one shard, sending ("step", (steps, reached)) as it goes and
     ("done", shard) or ("error", exception) at the end, over its own pipe `out`."""
     import torch
@@ -290,16 +298,16 @@ def _worker(job: tuple, out, parent: int) -> None:
     torch.set_num_threads(threads)
 
     def report(steps: int, reached: int) -> None:
-        if os.getppid() != parent:  # the bench was killed: stop instead of running on unseen
-            os._exit(1)
-        out.send(("step", (steps, reached)))
+        _send(out, ("step", (steps, reached)))
 
     try:
-        out.send(("done", run_shard(spec, seed, episodes, progress=False, report=report)))
+        shard = run_shard(spec, seed, episodes, progress=False, report=report)
     except Exception as e:  # noqa: BLE001  (the parent re-raises it)
         if not isinstance(e, UserError):
             e = RuntimeError(f"bench worker failed: {traceback.format_exc()}")
-        out.send(("error", e))
+        _send(out, ("error", e))
+    else:
+        _send(out, ("done", shard))
 
 
 def _run_workers(spec: tuple, seed: int, episodes: int, workers: int) -> list[dict]:
@@ -307,24 +315,17 @@ def _run_workers(spec: tuple, seed: int, episodes: int, workers: int) -> list[di
     import multiprocessing as mp
     from multiprocessing.connection import wait
 
-    from tqdm import tqdm
-
     threads = max(1, (os.cpu_count() or 1) // workers)
     jobs = [(spec, *_shard(seed, episodes, i, workers), threads) for i in range(workers)]
     jobs = [j for j in jobs if j[2] > 0]
     ctx = mp.get_context("spawn")  # fresh interpreters: no forked torch thread pools
     task = get_task(spec[1])
-    bar = tqdm(
-        total=episodes * task.max_episode_steps,
-        desc=f"{task.name} ({len(jobs)} workers)",
-        unit="step",
-        unit_scale=True,
-    )
+    bar = step_bar(task, episodes, desc=f"{task.name} ({len(jobs)} workers)")
     procs, pending, shards, reached = [], {}, {}, 0
     try:
         for i, job in enumerate(jobs):
             receive, send = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_worker, args=(job, send, os.getpid()), daemon=True)
+            proc = ctx.Process(target=_worker, args=(job, send), daemon=True)
             proc.start()
             send.close()  # the worker holds the only write end: EOF means it died
             procs.append(proc)

@@ -35,6 +35,13 @@ class EpisodeRecord:
         return d
 
 
+def step_bar(task: Task, episodes: int, desc: str | None = None, disable: bool = False) -> tqdm:
+    """The bench's progress bar: environment steps of all episodes, so a single long batch
+    shows progress (the caller adds how many have reached the goal as a postfix)."""
+    total = episodes * task.max_episode_steps
+    return tqdm(total=total, desc=desc or task.name, disable=disable, unit="step", unit_scale=True)
+
+
 def run_episodes(
     task: Task,
     policy,
@@ -58,9 +65,7 @@ def run_episodes(
     episodes = len(all_seeds)
     records: list[EpisodeRecord] = []
     decisions, act_seconds = 0, 0.0
-    # Counts environment steps, so a single long batch shows progress (and how many reached).
-    total = episodes * task.max_episode_steps
-    bar = tqdm(total=total, desc=task.name, disable=not progress, unit="step", unit_scale=True)
+    bar = step_bar(task, episodes, disable=not progress)
     for start in range(0, episodes, batch_size):
         seeds = all_seeds[start : start + batch_size]
         envs = [gym.make(task.env_id) for _ in seeds]
