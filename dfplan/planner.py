@@ -49,6 +49,8 @@ class PlannerConfig:
     candidates: int = 1  # cold start: plans drawn per environment, the best by reward is kept
     warm_candidates: int = 1  # warm start: re-noised draws per decision, the best is kept
     deep_refresh_rows: int = 0  # warm start: one more draw re-noised this deep (0 = none)
+    carry_x0: bool = False  # warm start: MCG futures of a draw's first row come from the last
+    # decision's x0 (shifted one frame) instead of one more forward pass per draw
 
     def validate(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -168,6 +170,7 @@ class DiffusionForcingPlanner:
         seeds = seeds if seeds is not None else [None] * batch_size
         self.generators = diffusion.seeded_generators(seeds, self.device)
         self.tokens: torch.Tensor | None = None  # (B, T, D) noisy plan, normalised
+        self.x0: torch.Tensor | None = None  # (B, T, D) the plan's last x0 estimate
         self.levels: torch.Tensor | None = None  # (B, T) step levels
         self.cold = torch.ones(batch_size, dtype=torch.bool)  # envs that plan from noise next
 
@@ -267,9 +270,10 @@ class DiffusionForcingPlanner:
         tokens = min(self.max_tokens, int(-(-int(steps_left.max()) // self.frame_stack)))
         return self.normalizer.normalize_obs(obs_t), steps_left, tokens
 
-    def _run(self, x, rows, first_obs, reward, steps_left):
-        """Denoise x through consecutive rows of (B, T) step levels; returns (x, last x0)."""
-        x0 = None
+    def _run(self, x, rows, first_obs, reward, steps_left, x0=None):
+        """Denoise x through consecutive rows of (B, T) step levels; returns (x, last x0).
+
+        x0: an estimate of the clean plan for the first row's MCG futures (None: predict it)."""
         for lv_from, lv_to in zip(rows[:-1], rows[1:], strict=True):
             x, x0 = self._row(x, lv_from, lv_to, first_obs, reward, steps_left, x0)
         return x, x0
@@ -301,6 +305,7 @@ class DiffusionForcingPlanner:
                 warm = ~cold[:, None, None]
                 x, x0 = torch.where(warm, xw, x), torch.where(warm, x0w, x0)
         self.tokens, self.levels = x.detach(), profile[-1].expand(b, tokens).clone()
+        self.x0 = x0.detach()
         self.cold[:] = False
         od = self.model.config.obs_dim
         first_action = tokens_to_frames(x0[:, :1], self.frame_stack)[:, 0, od:]
@@ -359,6 +364,7 @@ class DiffusionForcingPlanner:
     def _refresh(self, floor, tokens, warm, first_obs, reward, steps_left, depth):
         """One warm draw: re-noise the shifted plan `depth` rows up and denoise it to `floor`."""
         x, levels = self._warm_levels(floor, tokens, warm, depth)
+        x0 = self._shifted_x0(tokens) if self.config.carry_x0 else None
         # One level per row down to the floor (`depth` rows for the pyramid); cold
         # environments, and warm ones with fewer rows, wait on no-op rows so all end together.
         # Env k needs depth_k = max_t(levels - floor) rows (0 for cold ones) and starts after
@@ -369,7 +375,18 @@ class DiffusionForcingPlanner:
             torch.maximum(floor, levels - (i - (n - 1 - depth_k)).clamp(min=0)[:, None])
             for i in range(n)
         ]
-        return self._run(x, rows, first_obs, reward, steps_left)
+        return self._run(x, rows, first_obs, reward, steps_left, x0)
+
+    def _shifted_x0(self, tokens: int) -> torch.Tensor:
+        """The last decision's x0 shifted by the executed frame, as (B, tokens, D).
+
+        Frames past its end repeat its last frame: they belong to pure-noise tokens, whose
+        futures are noise whatever x0 says."""
+        frames = tokens_to_frames(self.x0, self.frame_stack)
+        need = tokens * self.frame_stack
+        tail = frames[:, -1:].expand(-1, max(need - frames.shape[1] + 1, 0), -1)
+        frames = torch.cat([frames[:, 1:], tail], dim=1)[:, :need]
+        return frames_to_tokens(frames, self.frame_stack)
 
     @torch.no_grad()
     def sample(self, obs, steps: int, reward=None, schedule: torch.Tensor | None = None) -> Plan:

@@ -116,16 +116,19 @@ def test_mcg_with_one_sample_is_plain_guidance():
     assert torch.isfinite(mcg).all() and not torch.allclose(mcg, ours)
 
 
-@pytest.mark.parametrize("warm,eta", [(True, 0.0), (False, 0.0), (True, 0.5)])
-def test_a_batch_plans_like_single_planners_with_the_same_seeds(warm, eta):
+@pytest.mark.parametrize(
+    "warm,eta,carry",
+    [(True, 0.0, False), (False, 0.0, False), (True, 0.5, False), (True, 0.0, True)],
+)
+def test_a_batch_plans_like_single_planners_with_the_same_seeds(warm, eta, carry):
     rng = np.random.default_rng(1)
     obs = rng.uniform(0, 4, size=(8, 4))
     goals = torch.as_tensor(rng.uniform(0, 4, size=(8, 2)), dtype=torch.float32)
-    batched = tiny_planner(mcg_samples=3, warm_start=warm, eta=eta)
+    batched = tiny_planner(mcg_samples=3, warm_start=warm, eta=eta, carry_x0=carry)
     batched.reset(8, seeds=list(range(100, 108)))
     together = [batched.act(obs, GoalReward(goals), 20) for _ in range(3)]
     for k in range(8):
-        single = tiny_planner(mcg_samples=3, warm_start=warm, eta=eta)
+        single = tiny_planner(mcg_samples=3, warm_start=warm, eta=eta, carry_x0=carry)
         single.reset(1, seeds=[100 + k])
         for step in range(3):
             a = single.act(obs[k : k + 1], GoalReward(goals[k : k + 1]), 20)
@@ -188,6 +191,35 @@ def test_warm_start_executes_a_clean_first_token_and_costs_fewer_rows():
             planner.act(obs, GoalReward(torch.tensor([3.0, 3.0])), 24 - t)
         calls[warm] = count
     assert calls[True] < calls[False]
+
+
+def test_carry_x0_saves_one_forward_per_warm_draw_and_shifts_the_last_x0():
+    obs = np.array([[2.0, 2.0, 0.0, 0.0]])
+    reward = GoalReward(torch.tensor([3.0, 3.0]))
+    calls = {}
+    for carry in (False, True):
+        planner = tiny_planner(mcg_samples=2, warm_candidates=2, carry_x0=carry)
+        planner.reset(1, seeds=[0])
+        planner.act(obs, reward, 24)  # cold start: the same work either way
+        count = 0
+
+        def counting(module, inputs):
+            nonlocal count
+            count += 1
+
+        planner.model.register_forward_pre_hook(counting)
+        for t in range(3):
+            action = planner.act(obs, reward, 23 - t)
+            assert np.all(np.isfinite(action)) and np.all(np.abs(action) <= 1)
+        calls[carry] = count
+    assert calls[False] - calls[True] == 3 * 2  # 3 warm decisions x 2 draws
+    # The carried estimate is the last x0 without the executed frame, padded at the far end.
+    fs = planner.frame_stack
+    old = tokens_to_frames(planner.x0, fs)
+    t = planner.x0.shape[1]
+    new = tokens_to_frames(planner._shifted_x0(t + 1), fs)
+    torch.testing.assert_close(new[:, : t * fs - 1], old[:, 1:])
+    assert torch.equal(new[:, t * fs - 1 :], old[:, -1:].expand(-1, fs + 1, -1))
 
 
 def test_other_rewards_plug_in():
