@@ -11,6 +11,9 @@ One decision (`act`):
    levels from the current x0 estimate (one copy is the plan itself, so 1 sample is plain guidance).
 3. Execute the first action of the first (now clean) token, clamped to [-1, 1].
 
+Warm start can draw the re-noise K times (`warm_candidates`); the K draws run stacked along the
+batch (copy j of env k at row j * B + k) and the plan whose x0 scores best is kept.
+
 Levels here are sampling steps 0..S (S = `sampling_steps`), mapped to the model's training levels
 by `schedules.to_train_levels`. After every decision token t sits at level P(t) (the "profile":
 the cold schedule's first row in which token 0 is clean; for the pyramid P(t) = lag(t)). A warm
@@ -178,18 +181,21 @@ class DiffusionForcingPlanner:
         """Drop the warm-start plan of these environments (their episode was reset)."""
         self.cold[torch.as_tensor(envs, dtype=torch.long)] = True
 
-    def _randn(self, *shape: int, active: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, *shape) standard normal, row k from environment k's generator.
+    def _randn(
+        self, *shape: int, active: torch.Tensor | None = None, copies: int = 1
+    ) -> torch.Tensor:
+        """(copies * B, *shape) standard normal; row j * B + k from environment k's generator.
 
-        Rows of inactive environments are zeros and draw nothing, so an environment's noise
-        stream does not depend on what the rest of the batch is doing.
+        Rows of inactive environments (active: (B,)) are zeros and draw nothing, so an
+        environment's noise stream does not depend on what the rest of the batch is doing.
         """
-        out = torch.zeros((len(self.generators), *shape), device=self.device)
-        flags = [True] * len(self.generators) if active is None else active.tolist()  # one sync
+        b = len(self.generators)
+        out = torch.zeros((b, copies, *shape), device=self.device)
+        flags = [True] * b if active is None else active.tolist()  # one sync
         for k, g in enumerate(self.generators):
             if flags[k]:
-                out[k] = torch.randn(shape, generator=g, device=self.device)
-        return out
+                out[k] = torch.randn((copies, *shape), generator=g, device=self.device)
+        return out.transpose(0, 1).reshape(copies * b, *shape)
 
     # -- plan conversion ---------------------------------------------------------------------
     def to_plan(self, x0: torch.Tensor, steps_left: torch.Tensor) -> Plan:
@@ -204,7 +210,10 @@ class DiffusionForcingPlanner:
 
     # -- one denoising row -------------------------------------------------------------------
     def _row(self, x, level_from, level_to, first_obs, reward, steps_left, x0_prev=None):
-        """One guided DDIM row from step levels `level_from` to `level_to` (both (B, T)).
+        """One guided DDIM row from step levels `level_from` to `level_to` (both (C * B, T)).
+
+        x: (C * B, T, D), C stacked plans per environment (warm draws), copy j of env k at row
+        j * B + k; first_obs and steps_left are per environment, (B, ...).
 
         x0_prev: the previous row's x0 estimate; when given, MCG builds its futures from it
         instead of spending one more forward pass on the current x (a one-row-old estimate of
@@ -217,41 +226,45 @@ class DiffusionForcingPlanner:
         """
         cfg = self.config
         k_from, k_to = self.train_levels[level_from], self.train_levels[level_to]
-        b, t, d = x.shape
-        active = (level_to < level_from).any(dim=1)  # envs not just waiting out padding rows
-        eta_noise = self._randn(t, d, active=active) if cfg.eta > 0 else None
+        n, t, d = x.shape
+        b = len(self.generators)
+        c = n // b
+        active = (level_to < level_from).any(dim=1)  # plans not just waiting out padding rows
+        env_active = active.view(c, b).any(dim=0)  # (B,): the copies of an env move together
+        eta_noise = self._randn(t, d, active=env_active, copies=c) if cfg.eta > 0 else None
         if reward is None or cfg.guidance_scale == 0:
             with torch.no_grad():
-                x0 = self.model.predict_x0(x, k_from, first_obs)
+                x0 = self.model.predict_x0(x, k_from, first_obs.repeat(c, 1))
             return diffusion.ddim_step(x, x0, k_from, k_to, self.abar, cfg.eta, noise=eta_noise), x0
         m = cfg.mcg_samples
         base = x.detach().requires_grad_(True)
-        offsets = torch.zeros(m, b, t, d, device=x.device, dtype=x.dtype)
+        offsets = torch.zeros(m, n, t, d, device=x.device, dtype=x.dtype)
         if m > 1:
             with torch.no_grad():
-                x0 = self.model.predict_x0(x, k_from, first_obs) if x0_prev is None else x0_prev
-                noise = self._randn(m - 1, t, d, active=active).transpose(0, 1)  # (M-1, B, T, D)
+                if x0_prev is None:
+                    x0_prev = self.model.predict_x0(x, k_from, first_obs.repeat(c, 1))
+                noise = self._randn(m - 1, t, d, active=env_active, copies=c).transpose(0, 1)
                 futures = diffusion.q_sample(
-                    x0.expand(m - 1, b, t, d).reshape(-1, t, d),
+                    x0_prev.expand(m - 1, n, t, d).reshape(-1, t, d),
                     k_from.repeat(m - 1, 1),
                     self.abar,
                     noise.reshape(-1, t, d),
-                ).view(m - 1, b, t, d)
+                ).view(m - 1, n, t, d)
                 offsets[1:] = futures - x  # copy j: every token re-noised from x0 at its level
         with torch.enable_grad():
-            xr = (base.unsqueeze(0) + offsets).reshape(m * b, t, d)
-            x0r = self.model.predict_x0(xr, k_from.repeat(m, 1), first_obs.repeat(m, 1))
-            # The reward sees one (B, ...) plan per sampled future, so per-env goals line up.
-            scores = [reward(self.to_plan(x0j, steps_left)) for x0j in x0r.view(m, b, t, d)]
-            score = torch.stack(scores).mean(0)  # (B,): Monte-Carlo average over futures
+            xr = (base.unsqueeze(0) + offsets).reshape(m * n, t, d)
+            x0r = self.model.predict_x0(xr, k_from.repeat(m, 1), first_obs.repeat(m * c, 1))
+            # The reward sees one (B, ...) plan per future and copy, so per-env goals line up.
+            scores = [reward(self.to_plan(x0j, steps_left)) for x0j in x0r.view(m * c, b, t, d)]
+            score = torch.stack(scores).view(m, n).mean(0)  # Monte-Carlo average over futures
             (grad,) = torch.autograd.grad(score.sum(), inputs=base)
         if cfg.guidance_clip > 0:
             grad = clip_token_norm(grad, cfg.guidance_clip)
-        x0 = x0r.view(m, b, t, d)[0].detach()
+        x0 = x0r.view(m, n, t, d)[0].detach()
         x_next = diffusion.ddim_step(x, x0, k_from, k_to, self.abar, cfg.eta, noise=eta_noise)
         sigma = (1 - self.abar[k_to]).sqrt().unsqueeze(-1).to(x.dtype)  # (B, T, 1)
         if cfg.guide_waiting:
-            guided = active[:, None].expand(b, t)
+            guided = active[:, None].expand(n, t)
         else:
             guided = level_to < level_from
         guided = guided.unsqueeze(-1).to(x.dtype)
@@ -331,17 +344,22 @@ class DiffusionForcingPlanner:
         return self._best_of([draw] * self.config.candidates, reward, steps_left)
 
     def _best_of(self, draws, reward, steps_left):
-        """Call each `draw() -> (x, x0)`; per env keep the plan whose x0 scores highest."""
-        x, x0 = draws[0]()
-        if len(draws) == 1 or reward is None:  # nothing to choose by
-            return x, x0
-        best = reward(self.to_plan(x0, steps_left))
-        for draw in draws[1:]:
-            xc, x0c = draw()
-            score = reward(self.to_plan(x0c, steps_left))
-            better = (score > best)[:, None, None]
-            x, x0 = torch.where(better, xc, x), torch.where(better, x0c, x0)
-            best = torch.maximum(score, best)
+        """Call each `draw() -> (x, x0)` of C * B stacked plans (C >= 1, copy j of env k at row
+        j * B + k); per env keep the plan whose x0 scores highest (the earliest on ties)."""
+        b = len(self.generators)
+        x = x0 = best = None
+        for draw in draws:
+            xs, x0s = draw()
+            for xc, x0c in zip(xs.split(b), x0s.split(b), strict=True):
+                if reward is None:  # nothing to choose by
+                    return xc, x0c
+                score = reward(self.to_plan(x0c, steps_left))
+                if best is None:
+                    x, x0, best = xc, x0c, score
+                    continue
+                better = (score > best)[:, None, None]
+                x, x0 = torch.where(better, xc, x), torch.where(better, x0c, x0)
+                best = torch.maximum(score, best)
         return x, x0
 
     def _warm_start(self, floor, tokens, warm, first_obs, reward, steps_left):
@@ -351,25 +369,28 @@ class DiffusionForcingPlanner:
         `deep_refresh_rows` R once more R rows deep; the plan whose x0 scores highest is kept.
         A shallow refresh keeps the plan's commitments (a plan that has set off keeps going),
         a deep one can revise the near future (close the last gap to a goal); the reward picks.
+        The K draws run stacked in one batch: one pass per row instead of K (at batch 1 a pass
+        costs about the same for 1 plan as for 2).
         """
         cfg = self.config
-        depths = [cfg.refresh_rows] * cfg.warm_candidates
-        depths += [cfg.deep_refresh_rows] if cfg.deep_refresh_rows else []
-        draws = [
-            partial(self._refresh, floor, tokens, warm, first_obs, reward, steps_left, depth)
-            for depth in depths
-        ]
+        copies = cfg.warm_candidates if reward is not None else 1  # no reward: nothing to pick by
+        refresh = partial(self._refresh, floor, tokens, warm, first_obs, reward, steps_left)
+        draws = [partial(refresh, cfg.refresh_rows, copies)]
+        if cfg.deep_refresh_rows:
+            draws.append(partial(refresh, cfg.deep_refresh_rows, 1))
         return self._best_of(draws, reward, steps_left)
 
-    def _refresh(self, floor, tokens, warm, first_obs, reward, steps_left, depth):
-        """One warm draw: re-noise the shifted plan `depth` rows up and denoise it to `floor`."""
-        x, levels = self._warm_levels(floor, tokens, warm, depth)
-        x0 = self._shifted_x0(tokens) if self.config.carry_x0 else None
+    def _refresh(self, floor, tokens, warm, first_obs, reward, steps_left, depth, copies):
+        """`copies` warm draws, stacked: re-noise the shifted plan `depth` rows up and denoise it
+        to `floor`; returns (x, x0) of (copies * B, T, D)."""
+        x, levels = self._warm_levels(floor, tokens, warm, depth, copies)
+        x0 = self._shifted_x0(tokens).repeat(copies, 1, 1) if self.config.carry_x0 else None
+        warm = warm.repeat(copies)
         # One level per row down to the floor (`depth` rows for the pyramid); cold
         # environments, and warm ones with fewer rows, wait on no-op rows so all end together.
         # Env k needs depth_k = max_t(levels - floor) rows (0 for cold ones) and starts after
         # n - 1 - depth_k no-op rows; row i lowers it by max(0, i - (n - 1 - depth_k)) levels.
-        depth_k = torch.where(warm, (levels - floor).amax(dim=1), 0)  # (B,)
+        depth_k = torch.where(warm, (levels - floor).amax(dim=1), 0)  # (C * B,)
         n = int(depth_k.max()) + 1
         rows = [
             torch.maximum(floor, levels - (i - (n - 1 - depth_k)).clamp(min=0)[:, None])
@@ -408,23 +429,31 @@ class DiffusionForcingPlanner:
         )
         return self.to_plan(x, steps_left)
 
-    def _warm_levels(self, profile: torch.Tensor, tokens: int, active: torch.Tensor, depth: int):
-        """Shift the previous plan by one frame and raise it `depth` rows above `profile`.
+    def _warm_levels(
+        self, profile: torch.Tensor, tokens: int, active: torch.Tensor, depth: int, copies: int
+    ):
+        """`copies` draws of: the previous plan shifted by one frame and raised `depth` rows
+        above `profile`; (copies * B, tokens, D) and their levels.
 
         Only `active` environments draw noise (the others are about to start from noise)."""
         s = self.config.sampling_steps
-        b, t, d = self.tokens.shape
+        _, t, d = self.tokens.shape
         fd = d // self.frame_stack
-        noise = self._randn(t * self.frame_stack, fd, active=active)
+        noise = self._randn(t * self.frame_stack, fd, active=active, copies=copies)
         x, levels = shift_one_frame(
-            self.tokens, self.levels, self.frame_stack, self.abar_steps, noise
+            self.tokens.repeat(copies, 1, 1),
+            self.levels.repeat(copies, 1),
+            self.frame_stack,
+            self.abar_steps,
+            noise,
         )
         x, levels = x[:, :tokens], levels[:, :tokens]
         if tokens > t:  # a longer plan than last time (e.g. a new episode): pure-noise tokens
-            x = torch.cat([x, self._randn(tokens - t, d, active=active)], dim=1)
-            levels = torch.cat([levels, torch.full_like(levels[:, :1], s).expand(b, tokens - t)], 1)
+            x = torch.cat([x, self._randn(tokens - t, d, active=active, copies=copies)], dim=1)
+            pad = torch.full_like(levels[:, :1], s).expand(-1, tokens - t)
+            levels = torch.cat([levels, pad], dim=1)
         target = torch.clamp(profile.to(self.device) + depth, max=s)
         target = torch.maximum(levels, target.expand_as(levels))
-        noise = self._randn(tokens, d, active=active)
+        noise = self._randn(tokens, d, active=active, copies=copies)
         x = renoise(x, levels, target, self.abar_steps, noise)
         return x, target

@@ -116,19 +116,21 @@ def test_mcg_with_one_sample_is_plain_guidance():
     assert torch.isfinite(mcg).all() and not torch.allclose(mcg, ours)
 
 
+# The last case stacks two warm draws per env (each env's noise for both from its generator).
 @pytest.mark.parametrize(
-    "warm,eta,carry",
-    [(True, 0.0, False), (False, 0.0, False), (True, 0.5, False), (True, 0.0, True)],
+    "warm,eta,carry,draws",
+    [(True, 0.0, False, 1), (False, 0.0, False, 1), (True, 0.5, False, 1), (True, 0.5, True, 2)],
 )
-def test_a_batch_plans_like_single_planners_with_the_same_seeds(warm, eta, carry):
+def test_a_batch_plans_like_single_planners_with_the_same_seeds(warm, eta, carry, draws):
     rng = np.random.default_rng(1)
     obs = rng.uniform(0, 4, size=(8, 4))
     goals = torch.as_tensor(rng.uniform(0, 4, size=(8, 2)), dtype=torch.float32)
-    batched = tiny_planner(mcg_samples=3, warm_start=warm, eta=eta, carry_x0=carry)
+    kw = dict(mcg_samples=3, warm_start=warm, eta=eta, carry_x0=carry, warm_candidates=draws)
+    batched = tiny_planner(**kw)
     batched.reset(8, seeds=list(range(100, 108)))
     together = [batched.act(obs, GoalReward(goals), 20) for _ in range(3)]
     for k in range(8):
-        single = tiny_planner(mcg_samples=3, warm_start=warm, eta=eta, carry_x0=carry)
+        single = tiny_planner(**kw)
         single.reset(1, seeds=[100 + k])
         for step in range(3):
             a = single.act(obs[k : k + 1], GoalReward(goals[k : k + 1]), 20)
@@ -193,12 +195,12 @@ def test_warm_start_executes_a_clean_first_token_and_costs_fewer_rows():
     assert calls[True] < calls[False]
 
 
-def test_carry_x0_saves_one_forward_per_warm_draw_and_shifts_the_last_x0():
+def test_carry_x0_saves_one_forward_per_warm_pass_and_shifts_the_last_x0():
     obs = np.array([[2.0, 2.0, 0.0, 0.0]])
     reward = GoalReward(torch.tensor([3.0, 3.0]))
     calls = {}
     for carry in (False, True):
-        planner = tiny_planner(mcg_samples=2, warm_candidates=2, carry_x0=carry)
+        planner = tiny_planner(mcg_samples=2, deep_refresh_rows=4, carry_x0=carry)
         planner.reset(1, seeds=[0])
         planner.act(obs, reward, 24)  # cold start: the same work either way
         count = 0
@@ -212,7 +214,7 @@ def test_carry_x0_saves_one_forward_per_warm_draw_and_shifts_the_last_x0():
             action = planner.act(obs, reward, 23 - t)
             assert np.all(np.isfinite(action)) and np.all(np.abs(action) <= 1)
         calls[carry] = count
-    assert calls[False] - calls[True] == 3 * 2  # 3 warm decisions x 2 draws
+    assert calls[False] - calls[True] == 3 * 2  # 3 warm decisions x 2 passes (shallow, deep)
     # The carried estimate is the last x0 without the executed frame, padded at the far end.
     fs = planner.frame_stack
     old = tokens_to_frames(planner.x0, fs)
@@ -254,8 +256,8 @@ def test_cold_start_candidates_keep_the_best_plan_by_reward():
 def test_warm_candidates_and_deep_refresh_keep_the_best_plan_by_reward():
     reward = GoalReward(torch.tensor([[3.0, 3.0], [1.0, 2.0], [2.0, 1.0]]))
     obs = np.array([[2.0, 2.0, 0.0, 0.0], [1.5, 2.5, 0.1, 0.0], [2.5, 1.5, 0.0, -0.1]])
-    scores, actions = {}, {}
-    for k, deep in ((1, 0), (4, 0), (1, 4)):
+
+    def warm_planner(k, deep):
         planner = tiny_planner(
             warm_candidates=k, deep_refresh_rows=deep, guidance_scale=0.5, mcg_samples=2
         )
@@ -263,15 +265,31 @@ def test_warm_candidates_and_deep_refresh_keep_the_best_plan_by_reward():
         planner.act(obs, reward, 20)  # cold start: the same for every setting
         first_obs, steps_left, tokens = planner._prepare(obs, 19)
         floor = planner_module.cold_schedule(planner.config, tokens)[-1]
-        warm = torch.ones(3, dtype=torch.bool)
-        _, x0 = planner._warm_start(floor, tokens, warm, first_obs, reward, steps_left)
-        scores[k, deep] = reward(planner.to_plan(x0, steps_left))
-        actions[k, deep] = planner.act(obs, reward, 18)
-    # the first draw is the single refresh (same generator, same draws): more can only be better
-    for more in ((4, 0), (1, 4)):
-        assert torch.all(scores[more] >= scores[1, 0] - 1e-5)
-        assert torch.any(scores[more] > scores[1, 0] + 1e-3)
-        assert np.all(np.abs(actions[more]) <= 1.0)
+        args = (floor, tokens, torch.ones(3, dtype=torch.bool), first_obs, reward, steps_left)
+        return planner, args, steps_left
+
+    def score(planner, x0, steps_left):
+        return reward(planner.to_plan(x0, steps_left))
+
+    # K stacked draws: K different plans per env, and the kept one is the best of them.
+    planner, args, steps_left = warm_planner(4, 0)
+    states = [g.get_state() for g in planner.generators]
+    _, x0_all = planner._refresh(*args, planner.config.refresh_rows, 4)
+    for g, state in zip(planner.generators, states, strict=True):
+        g.set_state(state)
+    _, x0 = planner._warm_start(*args)
+    each = torch.stack([score(planner, x0c, steps_left) for x0c in x0_all.split(3)])  # (4, B)
+    torch.testing.assert_close(score(planner, x0, steps_left), each.amax(dim=0))
+    assert torch.any(each.amax(dim=0) > each[0] + 1e-3)  # the extra draws do win somewhere
+    assert np.all(np.abs(planner.act(obs, reward, 18)) <= 1.0)
+    # A deep draw comes after the single shallow one (same generator, same first draw).
+    scores = {}
+    for deep in (0, 4):
+        planner, args, steps_left = warm_planner(1, deep)
+        scores[deep] = score(planner, planner._warm_start(*args)[1], steps_left)
+        assert np.all(np.abs(planner.act(obs, reward, 18)) <= 1.0)
+    assert torch.all(scores[4] >= scores[0] - 1e-5)
+    assert torch.any(scores[4] > scores[0] + 1e-3)
     with pytest.raises(ValueError, match="candidates"):
         tiny_planner(warm_candidates=0)
     with pytest.raises(ValueError, match="deep_refresh_rows"):
