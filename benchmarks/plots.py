@@ -82,7 +82,9 @@ def plot(results: list[dict], out: Path) -> list[Path]:
         title="(a) planning success curve",
         ylim=(0, 1.02),
     )
-    ax.legend(fontsize=8, loc="lower right")
+    # One legend for panels (a) and (c), below the figure: inside a panel it hides curves.
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(3, len(handles)), fontsize=8)
 
     ax = axes[1]
     names, means, sems, colors, hatches = [], [], [], [], []
@@ -116,15 +118,13 @@ def plot(results: list[dict], out: Path) -> list[Path]:
                 yerr=r["normalized_sem"],
                 fmt="o",
                 capsize=3,
-                label=label(r),
-            )
+            )  # same colour order as panel (a), whose legend names them
         ax.set_xscale("log")
         ax.set(
             xlabel="decisions per second (log)",
             ylabel="D4RL-normalised score",
             title="(c) score against compute",
         )
-        ax.legend(fontsize=8)
 
     episodes = sorted({r["episodes"] for r in results})
     seeds = sorted({r.get("seed", 0) for r in results})
