@@ -262,7 +262,7 @@ class DiffusionForcingPlanner:
             grad = clip_token_norm(grad, cfg.guidance_clip)
         x0 = x0r.view(m, n, t, d)[0].detach()
         x_next = diffusion.ddim_step(x, x0, k_from, k_to, self.abar, cfg.eta, noise=eta_noise)
-        sigma = (1 - self.abar[k_to]).sqrt().unsqueeze(-1).to(x.dtype)  # (B, T, 1)
+        sigma = (1 - self.abar[k_to]).sqrt().unsqueeze(-1).to(x.dtype)  # (C * B, T, 1)
         if cfg.guide_waiting:
             guided = active[:, None].expand(n, t)
         else:
@@ -284,7 +284,7 @@ class DiffusionForcingPlanner:
         return self.normalizer.normalize_obs(obs_t), steps_left, tokens
 
     def _run(self, x, rows, first_obs, reward, steps_left, x0=None):
-        """Denoise x through consecutive rows of (B, T) step levels; returns (x, last x0).
+        """Denoise x through consecutive rows of (C * B, T) step levels; returns (x, last x0).
 
         x0: an estimate of the clean plan for the first row's MCG futures (None: predict it)."""
         for lv_from, lv_to in zip(rows[:-1], rows[1:], strict=True):
