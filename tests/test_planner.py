@@ -137,22 +137,28 @@ def test_a_batch_plans_like_single_planners_with_the_same_seeds(warm, eta, carry
             np.testing.assert_allclose(a[0], together[step][k], rtol=1e-4, atol=1e-5)
 
 
-def test_forgetting_one_env_leaves_the_others_untouched():
-    """Env 1 restarts from noise (a cold pyramid, more rows); env 0 keeps its warm plan and
-    gets exactly the actions it would get alone."""
+# The second case stacks two warm draws, carries x0, and changes the plan length between steps.
+@pytest.mark.parametrize("kw", [{}, {"warm_candidates": 2, "carry_x0": True}])
+def test_forgetting_one_env_leaves_the_others_untouched(kw):
+    """Env 1 restarts from noise (a cold pyramid, more rows) while env 0 keeps its warm plan;
+    each gets exactly the actions it would get alone (env 1's planner forgets at the same step)."""
     rng = np.random.default_rng(2)
     obs = rng.uniform(0, 4, size=(2, 4))
     goals = torch.tensor([[3.0, 3.0], [0.0, 1.0]])
-    batched = tiny_planner(mcg_samples=2)
+    batched = tiny_planner(mcg_samples=2, **kw)
     batched.reset(2, seeds=[5, 6])
-    single = tiny_planner(mcg_samples=2)
-    single.reset(1, seeds=[5])
-    for step in range(4):
+    singles = [tiny_planner(mcg_samples=2, **kw) for _ in range(2)]
+    for k, single in enumerate(singles):
+        single.reset(1, seeds=[5 + k])
+    lengths = [20, 20, 20, 20] if not kw else [20, 10, 24, 23]  # plans shrink, then grow
+    for step, steps_left in enumerate(lengths):
         if step == 2:
             batched.forget([1])
-        a = batched.act(obs, GoalReward(goals), 20)
-        b = single.act(obs[:1], GoalReward(goals[:1]), 20)
-        np.testing.assert_allclose(a[0], b[0], rtol=1e-4, atol=1e-5)
+            singles[1].forget([0])
+        a = batched.act(obs, GoalReward(goals), steps_left)
+        for k, single in enumerate(singles):
+            b = single.act(obs[k : k + 1], GoalReward(goals[k : k + 1]), steps_left)
+            np.testing.assert_allclose(a[k], b[0], rtol=1e-4, atol=1e-5)
     assert np.all(np.isfinite(a))
 
 
