@@ -230,6 +230,34 @@ def test_carry_x0_saves_one_forward_per_warm_pass_and_shifts_the_last_x0():
     assert torch.equal(new[:, t * fs - 1 :], old[:, -1:].expand(-1, fs + 1, -1))
 
 
+def test_carried_x0_is_what_the_first_warm_row_builds_its_futures_from(monkeypatch):
+    obs = np.array([[2.0, 2.0, 0.0, 0.0], [1.0, 2.5, 0.0, 0.0]])
+    reward = GoalReward(torch.tensor([3.0, 3.0]))
+    planner = tiny_planner(mcg_samples=2, warm_candidates=2, carry_x0=True)
+    planner.reset(2, seeds=[0, 1])
+    planner.act(obs, reward, 24)  # cold start
+    carried, future_means = [], []
+    shifted_x0 = planner._shifted_x0
+    q_sample = diffusion.q_sample
+
+    def recording_shift(tokens):
+        carried.append(shifted_x0(tokens))
+        return carried[-1]
+
+    def recording_q_sample(x0, *args, **kw):
+        future_means.append(x0.clone())
+        return q_sample(x0, *args, **kw)
+
+    monkeypatch.setattr(planner, "_shifted_x0", recording_shift)
+    monkeypatch.setattr(planner_module.diffusion, "q_sample", recording_q_sample)
+    planner.act(obs, reward, 23)  # warm: 2 stacked draws, MCG 2 -> 1 future per plan
+    assert len(carried) == 1
+    # Copy j of env k sits at row j * B + k, so the carried estimate repeats per copy.
+    torch.testing.assert_close(future_means[0], carried[0].repeat(2, 1, 1), rtol=0, atol=0)
+    # The next row builds from the first row's own x0 prediction instead.
+    assert not torch.allclose(future_means[1], future_means[0])
+
+
 def test_other_rewards_plug_in():
     planner = tiny_planner(mcg_samples=2)
     planner.reset(2, seeds=[0, 1])
