@@ -14,6 +14,8 @@ whole plan without guidance (the configured schedule run to the end, from pure n
     real step moves it at most ~0.05).
 With --denoise, also the model's own precision on dataset windows: every token noised to one
 level, the error of its x0 estimate of the first frame's position (which o_0 all but fixes).
+With --replay-floor, what (b) asks of a model: the same replay error for the dataset's own
+actions plus Gaussian noise (sigma 0 replays the data exactly: it came from this env).
 """
 
 from __future__ import annotations
@@ -107,6 +109,29 @@ def denoise_errors(
     return out
 
 
+def replay_floor(
+    task, data, sigmas=(0.0, 0.03, 0.1), windows: int = 40, horizon: int = 100, seed: int = 0
+) -> dict:
+    """Mean position error after `horizon` steps of replaying `windows` dataset windows' own
+    actions, plus N(0, sigma) noise, open-loop from the window's first state, per sigma."""
+    rng = np.random.default_rng(seed)
+    bounds = [(s, e) for s, e in data.episode_bounds() if e - s > horizon]
+    if not bounds:
+        raise ValueError(f"no episode is longer than {horizon} steps")
+    picks = rng.integers(len(bounds), size=windows)
+    starts = [rng.integers(bounds[k][0], bounds[k][1] - horizon) for k in picks]
+    out = {}
+    for sigma in sigmas:
+        errors = []
+        for s in starts:
+            obs, actions = data.observations, data.actions[s : s + horizon]
+            actions = actions + rng.normal(0.0, sigma, size=actions.shape)
+            real = replay(task, obs[s, :2], obs[s, 2:], actions)
+            errors.append(np.linalg.norm(real[-1] - obs[s + horizon, :2]))
+        out[f"replay_floor_at_{horizon}_sigma_{sigma}"] = float(np.mean(errors))
+    return out
+
+
 def main() -> None:
     from dfplan.benchmarks.bench import make_policy
 
@@ -118,18 +143,24 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--planner", nargs="*", default=[], metavar="FIELD=VALUE")
     parser.add_argument("--denoise", action="store_true", help="also the x0 precision check")
+    parser.add_argument(
+        "--replay-floor", action="store_true", help="also the replay error of noisy data actions"
+    )
     args = parser.parse_args()
     task = get_task(args.task)
     policy = make_policy("df", task, args.checkpoint, args.device, args.planner)
     result = probe(policy.planner, task, args.samples, args.seed)
     result["checkpoint"] = policy.checkpoint
     result["planner_overrides"] = args.planner
-    if args.denoise:
+    if args.denoise or args.replay_floor:
         from dfplan.envs.datasets import load_trajectories
 
         data = load_trajectories(task.dataset_id, task)
         planner = policy.planner
-        result.update(denoise_errors(planner.model, planner.normalizer, data))
+        if args.denoise:
+            result.update(denoise_errors(planner.model, planner.normalizer, data))
+        if args.replay_floor:
+            result.update(replay_floor(task, data))
     print(json.dumps(result, indent=2))
 
 
