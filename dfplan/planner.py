@@ -54,6 +54,9 @@ class PlannerConfig:
     deep_refresh_rows: int = 0  # warm start: one more draw re-noised this deep (0 = none)
     carry_x0: bool = False  # warm start: MCG futures of a draw's first row come from the last
     # decision's x0 (shifted one frame) instead of one more forward pass per draw
+    stall_refresh_rows: int = 0  # warm start: environments slower than `stall_speed` re-noise
+    # this many rows instead of refresh_rows (0 = off): a plan that has stopped can move again
+    stall_speed: float = 0.1  # speed (norm of obs[2:4]) under which an environment has stalled
 
     def validate(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -76,11 +79,13 @@ class PlannerConfig:
             self.eta,
             self.uncertainty,
             self.deep_refresh_rows,
+            self.stall_refresh_rows,
+            self.stall_speed,
         )
         if min(knobs) < 0:
             raise ValueError(
                 "guidance_scale, guidance_clip, horizon_tokens, eta, uncertainty, "
-                "deep_refresh_rows must be >= 0"
+                "deep_refresh_rows, stall_refresh_rows, stall_speed must be >= 0"
             )
         # Far beyond any useful step size the float32 update overflows into NaN plans.
         if not all(v <= 1e6 for v in (self.guidance_scale, self.eta, self.uncertainty)):
@@ -311,7 +316,10 @@ class DiffusionForcingPlanner:
         if cold.any():
             x, x0 = self._cold_start(profile, cold, first_obs, reward, steps_left)
         if not cold.all():
-            xw, x0w = self._warm_start(profile[-1], tokens, ~cold, first_obs, reward, steps_left)
+            depth = self._refresh_depth(obs)
+            xw, x0w = self._warm_start(
+                profile[-1], tokens, ~cold, first_obs, reward, steps_left, depth
+            )
             if x is None:
                 x, x0 = xw, x0w
             else:
@@ -362,7 +370,17 @@ class DiffusionForcingPlanner:
                 best = torch.maximum(score, best)
         return x, x0
 
-    def _warm_start(self, floor, tokens, warm, first_obs, reward, steps_left):
+    def _refresh_depth(self, obs) -> int | torch.Tensor:
+        """Rows a warm draw re-noises: `refresh_rows`, or per environment (B,) with
+        `stall_refresh_rows` for those moving slower than `stall_speed`."""
+        cfg = self.config
+        if not cfg.stall_refresh_rows:
+            return cfg.refresh_rows
+        speed = np.linalg.norm(np.asarray(obs, dtype=np.float64)[:, 2:4], axis=1)
+        rows = np.where(speed < cfg.stall_speed, cfg.stall_refresh_rows, cfg.refresh_rows)
+        return torch.as_tensor(rows, device=self.device)
+
+    def _warm_start(self, floor, tokens, warm, first_obs, reward, steps_left, depth):
         """Shift the `warm` environments' plans by one frame, re-noise and denoise to `floor`.
 
         With `warm_candidates` K > 1 the re-noise is drawn K times, and with
@@ -375,14 +393,14 @@ class DiffusionForcingPlanner:
         cfg = self.config
         copies = cfg.warm_candidates if reward is not None else 1  # no reward: nothing to pick by
         refresh = partial(self._refresh, floor, tokens, warm, first_obs, reward, steps_left)
-        draws = [partial(refresh, cfg.refresh_rows, copies)]
+        draws = [partial(refresh, depth, copies)]
         if cfg.deep_refresh_rows:
             draws.append(partial(refresh, cfg.deep_refresh_rows, 1))
         return self._best_of(draws, reward, steps_left)
 
     def _refresh(self, floor, tokens, warm, first_obs, reward, steps_left, depth, copies):
-        """`copies` warm draws, stacked: re-noise the shifted plan `depth` rows up and denoise it
-        to `floor`; returns (x, x0) of (copies * B, T, D)."""
+        """`copies` warm draws, stacked: re-noise the shifted plan `depth` rows up (an int, or
+        (B,) per environment) and denoise it to `floor`; returns (x, x0) of (copies * B, T, D)."""
         x, levels = self._warm_levels(floor, tokens, warm, depth, copies)
         x0 = self._shifted_x0(tokens).repeat(copies, 1, 1) if self.config.carry_x0 else None
         warm = warm.repeat(copies)
@@ -430,7 +448,12 @@ class DiffusionForcingPlanner:
         return self.to_plan(x, steps_left)
 
     def _warm_levels(
-        self, profile: torch.Tensor, tokens: int, active: torch.Tensor, depth: int, copies: int
+        self,
+        profile: torch.Tensor,
+        tokens: int,
+        active: torch.Tensor,
+        depth: int | torch.Tensor,
+        copies: int,
     ):
         """`copies` draws of: the previous plan shifted by one frame and raised `depth` rows
         above `profile`; (copies * B, tokens, D) and their levels.
@@ -452,6 +475,8 @@ class DiffusionForcingPlanner:
             x = torch.cat([x, self._randn(tokens - t, d, active=active, copies=copies)], dim=1)
             pad = torch.full_like(levels[:, :1], s).expand(-1, tokens - t)
             levels = torch.cat([levels, pad], dim=1)
+        if torch.is_tensor(depth):  # per environment: (B,) -> (copies * B, 1)
+            depth = depth.repeat(copies)[:, None]
         target = torch.clamp(profile.to(self.device) + depth, max=s)
         target = torch.maximum(levels, target.expand_as(levels))
         noise = self._randn(tokens, d, active=active, copies=copies)

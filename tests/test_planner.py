@@ -137,6 +137,44 @@ def test_a_batch_plans_like_single_planners_with_the_same_seeds(warm, eta, carry
             np.testing.assert_allclose(a[0], together[step][k], rtol=1e-4, atol=1e-5)
 
 
+def test_a_stalled_env_refreshes_deeper_and_a_moving_one_does_not():
+    """With `stall_refresh_rows`, an env at rest plans as with refresh_rows = stall_refresh_rows,
+    a moving one as without the option; a batch mixing the two equals single planners."""
+    rest, moving = np.array([2.0, 2.0, 0.0, 0.05]), np.array([1.0, 2.5, 1.0, -0.5])
+    goal = torch.tensor([[3.0, 3.0]])
+    stall = dict(
+        refresh_rows=1,
+        stall_refresh_rows=4,
+        stall_speed=0.1,
+        mcg_samples=2,
+        eta=0.3,
+        warm_candidates=2,
+    )
+
+    def actions(obs, **kw):
+        planner = tiny_planner(**kw)
+        planner.reset(len(obs), seeds=list(range(len(obs))))
+        reward = GoalReward(goal.expand(len(obs), 2))
+        return np.stack([planner.act(obs, reward, 20 - t) for t in range(4)])
+
+    np.testing.assert_array_equal(
+        actions(rest[None], **stall), actions(rest[None], **{**stall, "refresh_rows": 4})
+    )
+    np.testing.assert_array_equal(
+        actions(moving[None], **stall), actions(moving[None], **{**stall, "stall_refresh_rows": 0})
+    )
+    plain = actions(rest[None], **{**stall, "stall_refresh_rows": 0})
+    assert not np.allclose(actions(rest[None], **stall), plain)  # the deeper refresh matters
+    together = actions(np.stack([rest, moving]), **stall)
+    planner = tiny_planner(**stall)  # env 1 alone, with its batch seed
+    planner.reset(1, seeds=[1])
+    alone = [planner.act(moving[None], GoalReward(goal), 20 - t)[0] for t in range(4)]
+    np.testing.assert_allclose(together[:, 1], np.stack(alone), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(together[:, :1], actions(rest[None], **stall), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="stall_speed"):
+        tiny_planner(stall_speed=-1.0)
+
+
 # The second case stacks two warm draws, carries x0, and changes the plan length between steps.
 @pytest.mark.parametrize("kw", [{}, {"warm_candidates": 2, "carry_x0": True}])
 def test_forgetting_one_env_leaves_the_others_untouched(kw):
@@ -299,7 +337,8 @@ def test_warm_candidates_and_deep_refresh_keep_the_best_plan_by_reward():
         planner.act(obs, reward, 20)  # cold start: the same for every setting
         first_obs, steps_left, tokens = planner._prepare(obs, 19)
         floor = planner_module.cold_schedule(planner.config, tokens)[-1]
-        args = (floor, tokens, torch.ones(3, dtype=torch.bool), first_obs, reward, steps_left)
+        warm = torch.ones(3, dtype=torch.bool)
+        args = (floor, tokens, warm, first_obs, reward, steps_left)
         return planner, args, steps_left
 
     def score(planner, x0, steps_left):
@@ -311,7 +350,7 @@ def test_warm_candidates_and_deep_refresh_keep_the_best_plan_by_reward():
     _, x0_all = planner._refresh(*args, planner.config.refresh_rows, 4)
     for g, state in zip(planner.generators, states, strict=True):
         g.set_state(state)
-    _, x0 = planner._warm_start(*args)
+    _, x0 = planner._warm_start(*args, planner.config.refresh_rows)
     each = torch.stack([score(planner, x0c, steps_left) for x0c in x0_all.split(3)])  # (4, B)
     torch.testing.assert_close(score(planner, x0, steps_left), each.amax(dim=0))
     assert torch.any(each.amax(dim=0) > each[0] + 1e-3)  # the extra draws do win somewhere
@@ -320,7 +359,8 @@ def test_warm_candidates_and_deep_refresh_keep_the_best_plan_by_reward():
     scores = {}
     for deep in (0, 4):
         planner, args, steps_left = warm_planner(1, deep)
-        scores[deep] = score(planner, planner._warm_start(*args)[1], steps_left)
+        x0 = planner._warm_start(*args, planner.config.refresh_rows)[1]
+        scores[deep] = score(planner, x0, steps_left)
         assert np.all(np.abs(planner.act(obs, reward, 18)) <= 1.0)
     assert torch.all(scores[4] >= scores[0] - 1e-5)
     assert torch.any(scores[4] > scores[0] + 1e-3)
