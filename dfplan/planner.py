@@ -18,7 +18,9 @@ Levels here are sampling steps 0..S (S = `sampling_steps`), mapped to the model'
 by `schedules.to_train_levels`. After every decision token t sits at level P(t) (the "profile":
 the cold schedule's first row in which token 0 is clean; for the pyramid P(t) = lag(t)). A warm
 step shifts the plan by one frame, raises every token to min(S, P(t) + refresh_rows), and runs
-`refresh_rows` rows back down to P: the far future keeps its partly denoised state.
+`refresh_rows` rows back down to P: the far future keeps its partly denoised state. With
+`stall_refresh_rows`, environments that have (nearly) stopped use that depth instead; one batch
+mixes depths, the shallower environments waiting on no-op rows.
 """
 
 from __future__ import annotations
@@ -55,8 +57,9 @@ class PlannerConfig:
     carry_x0: bool = False  # warm start: MCG futures of a draw's first row come from the last
     # decision's x0 (shifted one frame) instead of one more forward pass per draw
     stall_refresh_rows: int = 0  # warm start: environments slower than `stall_speed` re-noise
-    # this many rows instead of refresh_rows (0 = off): a plan that has stopped can move again
-    stall_speed: float = 0.1  # speed (norm of obs[2:4]) under which an environment has stalled
+    # this many rows instead of refresh_rows (0 = off): a plan that has stopped can move again;
+    # the `deep_refresh_rows` draw keeps its own depth for every environment
+    stall_speed: float = 0.1  # speed (norm of obs[2:4]) strictly under which an env has stalled
 
     def validate(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -88,8 +91,11 @@ class PlannerConfig:
                 "deep_refresh_rows, stall_refresh_rows, stall_speed must be >= 0"
             )
         # Far beyond any useful step size the float32 update overflows into NaN plans.
-        if not all(v <= 1e6 for v in (self.guidance_scale, self.eta, self.uncertainty)):
-            raise ValueError("guidance_scale, eta and uncertainty must be finite and <= 1e6")
+        bounded = (self.guidance_scale, self.eta, self.uncertainty, self.stall_speed)
+        if not all(v <= 1e6 for v in bounded):
+            raise ValueError(
+                "guidance_scale, eta, uncertainty and stall_speed must be finite and <= 1e6"
+            )
 
 
 def full_schedule(config: PlannerConfig, tokens: int) -> torch.Tensor:
@@ -240,7 +246,8 @@ class DiffusionForcingPlanner:
         if reward is None or cfg.guidance_scale == 0:
             with torch.no_grad():
                 x0 = self.model.predict_x0(x, k_from, first_obs.repeat(c, 1))
-            return diffusion.ddim_step(x, x0, k_from, k_to, self.abar, cfg.eta, noise=eta_noise), x0
+            x_next = diffusion.ddim_step(x, x0, k_from, k_to, self.abar, cfg.eta, noise=eta_noise)
+            return self._hold_waiting(active, x, x_next, x0_prev, x0)
         m = cfg.mcg_samples
         base = x.detach().requires_grad_(True)
         offsets = torch.zeros(m, n, t, d, device=x.device, dtype=x.dtype)
@@ -273,7 +280,19 @@ class DiffusionForcingPlanner:
         else:
             guided = level_to < level_from
         guided = guided.unsqueeze(-1).to(x.dtype)
-        return x_next + cfg.guidance_scale * guided * sigma * grad, x0
+        x_next = x_next + cfg.guidance_scale * guided * sigma * grad
+        return self._hold_waiting(active, x, x_next, x0_prev, x0)
+
+    @staticmethod
+    def _hold_waiting(active, x, x_next, x0_prev, x0):
+        """Plans that wait out a padding row leave it exactly as they came: a DDIM step between
+        equal levels is the identity only up to float rounding, and an x0 estimate carried in
+        (`carry_x0`) must reach the first row that moves them, as it would with no padding."""
+        waiting = ~active[:, None, None]
+        x_next = torch.where(waiting, x, x_next)
+        if x0_prev is not None:
+            x0 = torch.where(waiting, x0_prev, x0)
+        return x_next, x0
 
     # -- one decision ------------------------------------------------------------------------
     def _prepare(self, obs, steps_left):

@@ -118,14 +118,21 @@ def test_mcg_with_one_sample_is_plain_guidance():
 
 # The last case stacks two warm draws per env (each env's noise for both from its generator).
 @pytest.mark.parametrize(
-    "warm,eta,carry,draws",
-    [(True, 0.0, False, 1), (False, 0.0, False, 1), (True, 0.5, False, 1), (True, 0.5, True, 2)],
+    "warm,eta,carry,draws,stall",
+    [
+        (True, 0.0, False, 1, 0),
+        (False, 0.0, False, 1, 0),
+        (True, 0.5, False, 1, 0),
+        (True, 0.5, True, 2, 0),
+        (True, 0.5, True, 2, 5),  # speeds are U(0, 4) * sqrt(2): some envs stall under 2.5
+    ],
 )
-def test_a_batch_plans_like_single_planners_with_the_same_seeds(warm, eta, carry, draws):
+def test_a_batch_plans_like_single_planners_with_the_same_seeds(warm, eta, carry, draws, stall):
     rng = np.random.default_rng(1)
     obs = rng.uniform(0, 4, size=(8, 4))
     goals = torch.as_tensor(rng.uniform(0, 4, size=(8, 2)), dtype=torch.float32)
     kw = dict(mcg_samples=3, warm_start=warm, eta=eta, carry_x0=carry, warm_candidates=draws)
+    kw.update(stall_refresh_rows=stall, stall_speed=2.5)
     batched = tiny_planner(**kw)
     batched.reset(8, seeds=list(range(100, 108)))
     together = [batched.act(obs, GoalReward(goals), 20) for _ in range(3)]
@@ -135,6 +142,20 @@ def test_a_batch_plans_like_single_planners_with_the_same_seeds(warm, eta, carry
         for step in range(3):
             a = single.act(obs[k : k + 1], GoalReward(goals[k : k + 1]), 20)
             np.testing.assert_allclose(a[0], together[step][k], rtol=1e-4, atol=1e-5)
+
+
+def test_a_padding_row_leaves_waiting_plans_and_their_carried_x0_exactly_as_they_were():
+    planner = tiny_planner(mcg_samples=2, eta=0.5)
+    planner.reset(2, seeds=[0, 1])
+    first_obs, steps_left, tokens = planner._prepare(np.full((2, 4), 2.0), 20)
+    d = planner.model.config.token_dim
+    x, x0_carried = torch.randn(2, tokens, d), torch.randn(2, tokens, d)
+    levels = torch.tensor([[3] * tokens, [5] * tokens])
+    lower = levels - torch.tensor([[1], [0]])  # env 0 moves down one level, env 1 waits
+    reward = GoalReward(torch.tensor([3.0, 3.0]))
+    x_next, x0 = planner._row(x, levels, lower, first_obs, reward, steps_left, x0_carried)
+    assert torch.equal(x_next[1], x[1]) and torch.equal(x0[1], x0_carried[1])
+    assert not torch.allclose(x_next[0], x[0]) and not torch.allclose(x0[0], x0_carried[0])
 
 
 def test_a_stalled_env_refreshes_deeper_and_a_moving_one_does_not():
@@ -158,7 +179,8 @@ def test_a_stalled_env_refreshes_deeper_and_a_moving_one_does_not():
         return np.stack([planner.act(obs, reward, 20 - t) for t in range(4)])
 
     np.testing.assert_array_equal(
-        actions(rest[None], **stall), actions(rest[None], **{**stall, "refresh_rows": 4})
+        actions(rest[None], **stall),
+        actions(rest[None], **{**stall, "refresh_rows": 4, "stall_refresh_rows": 0}),
     )
     np.testing.assert_array_equal(
         actions(moving[None], **stall), actions(moving[None], **{**stall, "stall_refresh_rows": 0})
@@ -173,6 +195,8 @@ def test_a_stalled_env_refreshes_deeper_and_a_moving_one_does_not():
     np.testing.assert_allclose(together[:, :1], actions(rest[None], **stall), rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="stall_speed"):
         tiny_planner(stall_speed=-1.0)
+    with pytest.raises(ValueError, match="stall_speed"):
+        tiny_planner(stall_speed=float("inf"))
 
 
 # The second case stacks two warm draws, carries x0, and changes the plan length between steps.

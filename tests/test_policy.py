@@ -66,28 +66,31 @@ def test_model_probes_on_a_tiny_model(tiny_checkpoint):
     assert np.isfinite(result["start_offset"]) and result["start_offset"] >= 0
 
 
-def test_replay_floor_replays_real_data_exactly_and_grows_with_action_noise():
-    """Rows of a real umaze rollout, stored as float32 like a dataset: their own actions replay
-    them (error ~0); noisy actions do not."""
+def test_replay_floor_replays_rollouts_exactly_and_grows_with_action_noise():
+    """Two random-action umaze rollouts of 60 steps, stored as float32 like a dataset: their own
+    actions replay them (error ~0) and noisy ones do not. With a 59-step horizon each episode
+    holds exactly one window; one that crossed into the other episode would be far off."""
     from dfplan.benchmarks.model_probes import replay_floor
     from dfplan.envs import get_task
 
     task = get_task("maze2d-umaze")
     env = gym.make(task.env_id)
-    obs, _ = env.reset(seed=3)
     rng = np.random.default_rng(0)
     observations, actions = [], []
-    for _ in range(80):
-        action = rng.uniform(-1, 1, 2).astype(np.float32)
-        observations.append(obs)
-        actions.append(action)
-        obs, *_ = env.step(action)
+    for seed in (3, 4):
+        obs, _ = env.reset(seed=seed)
+        for _ in range(60):
+            action = rng.uniform(-1, 1, 2).astype(np.float32)
+            observations.append(obs)
+            actions.append(action)
+            obs, *_ = env.step(action)
     data = trajectories(np.array(observations, np.float32), np.array(actions))
-    floor = replay_floor(task, data, sigmas=(0.0, 0.5), windows=3, horizon=40)
-    assert floor["replay_floor_at_40_sigma_0.0"] < 1e-3
-    assert floor["replay_floor_at_40_sigma_0.5"] > 0.05
-    with pytest.raises(ValueError, match="longer than 100"):
-        replay_floor(task, data, horizon=100)
+    data.timeouts[59] = True
+    floor = replay_floor(task, data, sigmas=(0.0, 0.5), windows=6, horizon=59)
+    assert floor["replay_floor_at_59_sigma_0.0"] < 1e-3
+    assert floor["replay_floor_at_59_sigma_0.5"] > 0.05
+    with pytest.raises(ValueError, match="longer than 60"):
+        replay_floor(task, data, horizon=60)
 
 
 def test_denoise_errors_measure_the_first_frame(tiny_checkpoint):
