@@ -178,21 +178,21 @@ def test_a_stalled_env_refreshes_deeper_and_a_moving_one_does_not():
         reward = GoalReward(goal.expand(len(obs), 2))
         return np.stack([planner.act(obs, reward, 20 - t) for t in range(4)])
 
+    stalled = actions(rest[None], **stall)
     np.testing.assert_array_equal(
-        actions(rest[None], **stall),
-        actions(rest[None], **{**stall, "refresh_rows": 4, "stall_refresh_rows": 0}),
+        stalled, actions(rest[None], **{**stall, "refresh_rows": 4, "stall_refresh_rows": 0})
     )
     np.testing.assert_array_equal(
         actions(moving[None], **stall), actions(moving[None], **{**stall, "stall_refresh_rows": 0})
     )
     plain = actions(rest[None], **{**stall, "stall_refresh_rows": 0})
-    assert not np.allclose(actions(rest[None], **stall), plain)  # the deeper refresh matters
+    assert not np.allclose(stalled, plain)  # the deeper refresh matters
     together = actions(np.stack([rest, moving]), **stall)
     planner = tiny_planner(**stall)  # env 1 alone, with its batch seed
     planner.reset(1, seeds=[1])
     alone = [planner.act(moving[None], GoalReward(goal), 20 - t)[0] for t in range(4)]
     np.testing.assert_allclose(together[:, 1], np.stack(alone), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(together[:, :1], actions(rest[None], **stall), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(together[:, :1], stalled, rtol=1e-4, atol=1e-5)
     with pytest.raises(ValueError, match="stall_speed"):
         tiny_planner(stall_speed=-1.0)
     with pytest.raises(ValueError, match="stall_speed"):
