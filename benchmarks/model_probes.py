@@ -89,13 +89,14 @@ def denoise_errors(
     import torch
 
     from dfplan import diffusion
-    from dfplan.train import WindowSampler
+    from dfplan.train import WindowSampler, dataset_goals
 
     cfg = model.config
+    goals = dataset_goals(data) if cfg.goal_dim else None
     sampler = WindowSampler(
-        data, cfg.max_tokens * cfg.frame_stack, cfg.frame_stack, normalizer, seed
+        data, cfg.max_tokens * cfg.frame_stack, cfg.frame_stack, normalizer, seed, goals
     )
-    first_obs, tokens = sampler.sample(windows)
+    first_obs, tokens, goals = sampler.sample(windows)
     std = torch.as_tensor(normalizer.obs_std[:2], dtype=tokens.dtype)
     generator = torch.Generator().manual_seed(seed)
     out = {}
@@ -103,7 +104,8 @@ def denoise_errors(
         lv = torch.full(tokens.shape[:2], level)
         noise = torch.randn(tokens.shape, generator=generator)
         with torch.no_grad():
-            x0 = model.predict_x0(diffusion.q_sample(tokens, lv, model.abar, noise), lv, first_obs)
+            noisy = diffusion.q_sample(tokens, lv, model.abar, noise)
+            x0 = model.predict_x0(noisy, lv, first_obs, goals)
         error = ((x0[:, 0, :2] - tokens[:, 0, :2]) * std).norm(dim=-1).mean()
         out[f"first_frame_error_at_level_{level}"] = float(error)
     return out

@@ -61,14 +61,16 @@ def measure(
     loss_fn = diffuser_loss if diffuser else diffusion_loss
     opt = make_optimizer(model, config)
     data = random_trajectories()
+    goals = data.observations[:, :2] if not diffuser and model_config.goal_dim else None
     sampler = WindowSampler(
-        data, window, model_config.frame_stack, Normalizer.from_trajectories(data), seed=0
+        data, window, model_config.frame_stack, Normalizer.from_trajectories(data), 0, goals
     )
     gen = torch.Generator(device).manual_seed(0)
 
     def step() -> None:
-        first_obs, tokens = sampler.sample(batch_size)
-        loss = loss_fn(model, first_obs.to(device), tokens.to(device), gen)
+        first_obs, tokens, goals = sampler.sample(batch_size)
+        goals = goals.to(device) if goals is not None else None
+        loss = loss_fn(model, first_obs.to(device), tokens.to(device), gen, None, goals, 0.15)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)

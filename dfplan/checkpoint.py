@@ -264,6 +264,8 @@ def _model_config(meta: dict, stem: Path, config_cls: type) -> ModelConfig | UNe
     raw = meta.get("config")
     if not isinstance(raw, dict):
         raise UserError(f"{stem}.json has no model config; re-create the checkpoint")
+    if config_cls is ModelConfig:
+        raw = _upgrade_df_config(raw)
     known = {f.name for f in fields(config_cls)}
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -277,6 +279,16 @@ def _model_config(meta: dict, stem: Path, config_cls: type) -> ModelConfig | UNe
     except ValueError as e:
         raise UserError(f"{stem}.json has an invalid model config: {e}") from None
     return config
+
+
+def _upgrade_df_config(raw: dict) -> dict:
+    """Read DF configs written before goal conditioning: no `goal_dim` means an unconditional
+    model, and the retired input options load when they were off (on, they stay unknown)."""
+    raw = {"goal_dim": 0, **raw}
+    for name in ("position_features", "residual_obs"):
+        if name in raw and not raw[name]:
+            del raw[name]
+    return raw
 
 
 def _check_shapes(model: torch.nn.Module, tensors: dict, stem: Path) -> None:

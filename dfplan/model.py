@@ -58,14 +58,11 @@ class ModelConfig:
     noise_schedule: str = "linear"  # betas: "linear" 1e-4..0.02 (official) or "cosine"
     prediction: str = "x0"  # network output: "x0" (paper: best for planning), "eps" or "v"
     dropout: float = 0.0  # on attention and residual branches; 0 with this much data
-    # Fourier features sin/cos(pi 2^k p), k < position_features, of each frame's position (the
-    # first two observation numbers: Maze2D's x, y) added to the input; 0 = off. Which cells are
-    # walls is a sharp function of position that a linear input layer learns slowly.
-    position_features: int = 0
-    # Predict each frame's observation as o_0 plus the network's output (x0 prediction only), so
-    # plans start where the agent is: a frame's distance from o_0 is small near the start, where
-    # an absolute prediction must be precise to a fraction of a cell across the whole maze.
-    residual_obs: bool = False
+    # Goal conditioning: each token also carries the (normalised) goal position its data was
+    # heading for, embedded and added to the token and to the o_0 token; 0 = unconditional.
+    # Samples without a goal (goal dropout in training, the unconditional half of classifier-free
+    # guidance) get a learned "no goal" embedding instead.
+    goal_dim: int = 2
 
     @property
     def frame_dim(self) -> int:
@@ -85,12 +82,8 @@ class ModelConfig:
         for name in ("obs_dim", "action_dim", "frame_stack", "n_layer", "max_tokens", "num_levels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not 0 <= self.position_features <= 16:
-            raise ValueError(f"position_features must be in 0..16, got {self.position_features}")
-        if self.residual_obs and self.prediction != "x0":
-            raise ValueError(f"residual_obs needs prediction 'x0', got '{self.prediction}'")
-        if self.position_features and self.obs_dim < 2:
-            raise ValueError("position_features needs observations that start with x, y")
+        if self.goal_dim < 0:
+            raise ValueError(f"goal_dim must be >= 0, got {self.goal_dim}")
 
 
 # -- blocks ----------------------------------------------------------------------------------
@@ -112,13 +105,6 @@ class LevelEmbedding(nn.Module):
 
     def forward(self, levels: torch.Tensor) -> torch.Tensor:
         return self.mlp(sinusoidal(levels, self.n_embd))  # (B, T) -> (B, T, C)
-
-
-def fourier_features(positions: torch.Tensor, num_freqs: int) -> torch.Tensor:
-    """(..., 2) positions -> (..., 4 * num_freqs): sin and cos of pi 2^k p for k < num_freqs."""
-    freqs = math.pi * 2.0 ** torch.arange(num_freqs, device=positions.device, dtype=positions.dtype)
-    angles = (positions.unsqueeze(-1) * freqs).flatten(-2)  # (..., 2 * num_freqs)
-    return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
 
 class CausalSelfAttention(nn.Module):
@@ -166,13 +152,17 @@ class Block(nn.Module):
 class DiffusionForcingModel(nn.Module):
     """Causal denoiser over tokens with independent per-token noise levels.
 
-    Shape contract of `forward(x_noisy, levels, first_obs)`:
+    Shape contract of `forward(x_noisy, levels, first_obs, goal, has_goal)`:
     - x_noisy: (B, T, token_dim) float, T <= max_tokens, token t noised to levels[:, t];
     - levels: (B, T) long in [0, num_levels], 0 = clean;
     - first_obs: (B, obs_dim) float, the normalised observation before the first frame;
+    - goal: (B, T, goal_dim) or (B, goal_dim) normalised goal positions (one per token, or one
+      for every token), or None (no sample has a goal);
+    - has_goal: (B,) bool, which samples use their goal (None: all, when a goal is given); the
+      others get the learned "no goal" embedding, as does every sample of a model with goal_dim 0;
     - returns (B, T, token_dim): the prediction in `config.prediction`'s parametrisation.
-    Output t depends only on first_obs and tokens (and levels) 0..t: changing later tokens never
-    changes earlier outputs.
+    Output t depends only on first_obs, goals and tokens (and levels) 0..t: changing later tokens
+    never changes earlier outputs.
     """
 
     def __init__(self, config: ModelConfig):
@@ -180,9 +170,11 @@ class DiffusionForcingModel(nn.Module):
         config.validate()
         self.config = config
         c = config.n_embd
-        fourier = 4 * config.position_features  # Fourier numbers per position
-        self.token_in = nn.Linear(config.token_dim + config.frame_stack * fourier, c)
-        self.obs_in = nn.Linear(config.obs_dim + fourier, c)  # the clean conditioning token o_0
+        self.token_in = nn.Linear(config.token_dim, c)
+        self.obs_in = nn.Linear(config.obs_dim, c)  # the clean conditioning token o_0
+        if config.goal_dim:
+            self.goal_in = nn.Linear(config.goal_dim, c)
+            self.no_goal = nn.Parameter(torch.zeros(c))  # stands in for a missing goal
         self.level_emb = LevelEmbedding(c)
         self.pos_emb = nn.Parameter(torch.zeros(config.max_tokens + 1, c))  # +1: o_0's slot
         self.drop = nn.Dropout(config.dropout)
@@ -215,43 +207,44 @@ class DiffusionForcingModel(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def forward(
-        self, x_noisy: torch.Tensor, levels: torch.Tensor, first_obs: torch.Tensor
+        self,
+        x_noisy: torch.Tensor,
+        levels: torch.Tensor,
+        first_obs: torch.Tensor,
+        goal: torch.Tensor | None = None,
+        has_goal: torch.Tensor | None = None,
     ) -> torch.Tensor:
         b, t, d = x_noisy.shape
         if t > self.config.max_tokens:
             raise ValueError(f"{t} tokens exceed max_tokens={self.config.max_tokens}")
         if d != self.config.token_dim:
             raise ValueError(f"tokens have {d} numbers, the model expects {self.config.token_dim}")
-        tok_in, obs_in = x_noisy, first_obs
-        if self.config.position_features:
-            tok_in, obs_in = self._with_position_features(x_noisy, levels, first_obs)
-        tok = self.token_in(tok_in) + self.level_emb(levels)  # (B, T, C)
-        cond = self.obs_in(obs_in).unsqueeze(1)  # (B, 1, C)
-        h = torch.cat([cond, tok], dim=1) + self.pos_emb[: t + 1]  # (B, T + 1, C)
+        tok = self.token_in(x_noisy) + self.level_emb(levels)  # (B, T, C)
+        cond = self.obs_in(first_obs).unsqueeze(1)  # (B, 1, C)
+        h = torch.cat([cond, tok], dim=1)  # (B, T + 1, C)
+        if self.config.goal_dim:
+            h = h + self._goal_embedding(goal, has_goal, b, t)
+        h = h + self.pos_emb[: t + 1]
         h = self.drop(h)
         for block in self.blocks:
             h = block(h)
         h = self.ln_f(h[:, 1:])  # drop o_0's slot: its output predicts nothing
-        out = self.head(h)  # (B, T, token_dim)
-        if self.config.residual_obs:
-            cfg = self.config
-            frames = out.view(b, t, cfg.frame_stack, cfg.frame_dim)
-            obs = frames[..., : cfg.obs_dim] + first_obs[:, None, None, :]
-            out = torch.cat([obs, frames[..., cfg.obs_dim :]], -1).view(b, t, d)
-        return out
+        return self.head(h)  # (B, T, token_dim)
 
-    def _with_position_features(self, x_noisy, levels, first_obs):
-        """Inputs with each frame's Fourier position features appended. A noisy token's
-        positions are divided by sqrt(abar) first, so a feature means the same place at every
-        level (noisier at high levels, which the level embedding tells the network)."""
-        b, t, _ = x_noisy.shape
-        cfg = self.config
-        scale = self.abar[levels].sqrt().clamp(min=0.05).to(x_noisy.dtype)  # (B, T)
-        frames = x_noisy.view(b, t, cfg.frame_stack, cfg.frame_dim)
-        positions = frames[..., :2] / scale[..., None, None]  # (B, T, fs, 2)
-        tok_feats = fourier_features(positions, cfg.position_features).flatten(2)
-        obs_feats = fourier_features(first_obs[:, :2], cfg.position_features)
-        return torch.cat([x_noisy, tok_feats], -1), torch.cat([first_obs, obs_feats], -1)
+    def _goal_embedding(self, goal, has_goal, b: int, t: int) -> torch.Tensor:
+        """(B, T + 1, C): each token's goal embedding, o_0's slot taking token 0's goal; the
+        "no goal" embedding where a sample has none."""
+        no_goal = self.no_goal.expand(b, t + 1, -1)
+        if goal is None:
+            return no_goal
+        if goal.dim() == 2:  # one goal for every token
+            goal = goal.unsqueeze(1).expand(b, t, -1)
+        if goal.shape != (b, t, self.config.goal_dim):
+            raise ValueError(f"goal is {tuple(goal.shape)}, expected ({b}, {t}, goal_dim)")
+        emb = self.goal_in(torch.cat([goal[:, :1], goal], dim=1))  # (B, T + 1, C)
+        if has_goal is None:
+            return emb
+        return torch.where(has_goal.view(b, 1, 1), emb, no_goal)
 
     def to_x0(self, x_noisy: torch.Tensor, pred: torch.Tensor, levels: torch.Tensor):
         """Convert a prediction in this model's parametrisation to x0; all (B, T, token_dim)."""
@@ -262,7 +255,12 @@ class DiffusionForcingModel(nn.Module):
         return diffusion.x0_from_v(x_noisy, pred, levels, self.abar)
 
     def predict_x0(
-        self, x_noisy: torch.Tensor, levels: torch.Tensor, first_obs: torch.Tensor
+        self,
+        x_noisy: torch.Tensor,
+        levels: torch.Tensor,
+        first_obs: torch.Tensor,
+        goal: torch.Tensor | None = None,
+        has_goal: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """forward(), converted to the clean-token estimate x0: (B, T, token_dim)."""
-        return self.to_x0(x_noisy, self(x_noisy, levels, first_obs), levels)
+        return self.to_x0(x_noisy, self(x_noisy, levels, first_obs, goal, has_goal), levels)

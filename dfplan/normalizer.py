@@ -52,6 +52,10 @@ class Normalizer:
     def denormalize_obs(self, x):
         return x * self._cast(x, self.obs_std) + self._cast(x, self.obs_mean)
 
+    def normalize_goal(self, x):
+        """Goal positions (..., 2) -> z-scored like the observation's positions."""
+        return (x - self._cast(x, self.obs_mean[:2])) / self._cast(x, self.obs_std[:2])
+
     def normalize_act(self, x):
         return (x - self._cast(x, self.act_mean)) / self._cast(x, self.act_std)
 

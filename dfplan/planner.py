@@ -60,6 +60,10 @@ class PlannerConfig:
     # this many rows instead of refresh_rows (0 = off): a plan that has stopped can move again;
     # the `deep_refresh_rows` draw keeps its own depth for every environment
     stall_speed: float = 0.1  # speed (norm of obs[2:4]) strictly under which an env has stalled
+    # Classifier-free guidance weight w on the goal: x0 = x0_none + w (x0_goal - x0_none). 1 =
+    # plain goal conditioning (one pass), 0 = ignore the goal (the model samples unconditionally),
+    # w > 1 pushes harder toward the goal (two passes). Unconditional models ignore it.
+    goal_weight: float = 1.0
 
     def validate(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -91,11 +95,26 @@ class PlannerConfig:
                 "deep_refresh_rows, stall_refresh_rows, stall_speed must be >= 0"
             )
         # Far beyond any useful step size the float32 update overflows into NaN plans.
-        bounded = (self.guidance_scale, self.eta, self.uncertainty, self.stall_speed)
-        if not all(v <= 1e6 for v in bounded):
+        bounded = (
+            self.guidance_scale,
+            self.eta,
+            self.uncertainty,
+            self.stall_speed,
+            self.goal_weight,
+        )
+        if not all(0 <= v <= 1e6 for v in bounded):
             raise ValueError(
-                "guidance_scale, eta, uncertainty and stall_speed must be finite and <= 1e6"
+                "guidance_scale, eta, uncertainty, stall_speed and goal_weight must be "
+                "finite, >= 0 and <= 1e6"
             )
+
+
+@dataclass
+class Condition:
+    """What one decision's plans are conditioned on, per environment (normalised)."""
+
+    first_obs: torch.Tensor  # (B, obs_dim): the current observation
+    goal: torch.Tensor | None  # (B, 2): the goal position, or None (unconditional sampling)
 
 
 def full_schedule(config: PlannerConfig, tokens: int) -> torch.Tensor:
@@ -219,12 +238,36 @@ class DiffusionForcingPlanner:
         mask = (torch.arange(h, device=x0.device)[None] < steps_left[:, None]).to(x0.dtype)
         return Plan(obs[..., :2], obs[..., 2:4], act, mask)
 
+    def _predict_x0(self, x: torch.Tensor, levels: torch.Tensor, cond: Condition) -> torch.Tensor:
+        """x0 of (C * B, T, D) stacked plans (copy j of env k at row j * B + k) given `cond`,
+        with classifier-free guidance when goal_weight is neither 0 nor 1."""
+        n = x.shape[0]
+        copies = n // cond.first_obs.shape[0]
+        first_obs = cond.first_obs.repeat(copies, 1)
+        w = self.config.goal_weight
+        if cond.goal is None or w == 0 or not self.model.config.goal_dim:
+            return self.model.predict_x0(x, levels, first_obs)
+        goal = cond.goal.repeat(copies, 1)
+        if w == 1:
+            return self.model.predict_x0(x, levels, first_obs, goal)
+        # One pass over both halves: [with the goal; with the "no goal" embedding].
+        has_goal = torch.arange(2 * n, device=x.device) < n
+        both = self.model.predict_x0(
+            x.repeat(2, 1, 1),
+            levels.repeat(2, 1),
+            first_obs.repeat(2, 1),
+            goal.repeat(2, 1),
+            has_goal,
+        )
+        x0_goal, x0_none = both.split(n)
+        return x0_none + w * (x0_goal - x0_none)
+
     # -- one denoising row -------------------------------------------------------------------
-    def _row(self, x, level_from, level_to, first_obs, reward, steps_left, x0_prev=None):
+    def _row(self, x, level_from, level_to, cond, reward, steps_left, x0_prev=None):
         """One guided DDIM row from step levels `level_from` to `level_to` (both (C * B, T)).
 
         x: (C * B, T, D), C stacked plans per environment (warm draws), copy j of env k at row
-        j * B + k; first_obs and steps_left are per environment, (B, ...).
+        j * B + k; cond and steps_left are per environment, (B, ...).
 
         x0_prev: the previous row's x0 estimate; when given, MCG builds its futures from it
         instead of spending one more forward pass on the current x (a one-row-old estimate of
@@ -245,7 +288,7 @@ class DiffusionForcingPlanner:
         eta_noise = self._randn(t, d, active=env_active, copies=c) if cfg.eta > 0 else None
         if reward is None or cfg.guidance_scale == 0:
             with torch.no_grad():
-                x0 = self.model.predict_x0(x, k_from, first_obs.repeat(c, 1))
+                x0 = self._predict_x0(x, k_from, cond)
             x_next = diffusion.ddim_step(x, x0, k_from, k_to, self.abar, cfg.eta, noise=eta_noise)
             return self._hold_waiting(active, x, x_next, x0_prev, x0)
         m = cfg.mcg_samples
@@ -254,7 +297,7 @@ class DiffusionForcingPlanner:
         if m > 1:
             with torch.no_grad():
                 if x0_prev is None:
-                    x0_prev = self.model.predict_x0(x, k_from, first_obs.repeat(c, 1))
+                    x0_prev = self._predict_x0(x, k_from, cond)
                 noise = self._randn(m - 1, t, d, active=env_active, copies=c).transpose(0, 1)
                 futures = diffusion.q_sample(
                     x0_prev.expand(m - 1, n, t, d).reshape(-1, t, d),
@@ -265,7 +308,7 @@ class DiffusionForcingPlanner:
                 offsets[1:] = futures - x  # copy j: every token re-noised from x0 at its level
         with torch.enable_grad():
             xr = (base.unsqueeze(0) + offsets).reshape(m * n, t, d)
-            x0r = self.model.predict_x0(xr, k_from.repeat(m, 1), first_obs.repeat(m * c, 1))
+            x0r = self._predict_x0(xr, k_from.repeat(m, 1), cond)
             # The reward sees one (B, ...) plan per future and copy, so per-env goals line up.
             scores = [reward(self.to_plan(x0j, steps_left)) for x0j in x0r.view(m * c, b, t, d)]
             score = torch.stack(scores).view(m, n).mean(0)  # Monte-Carlo average over futures
@@ -295,7 +338,7 @@ class DiffusionForcingPlanner:
         return x_next, x0
 
     # -- one decision ------------------------------------------------------------------------
-    def _prepare(self, obs, steps_left):
+    def _prepare(self, obs, steps_left, goal=None):
         obs_t = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=self.device)
         b = obs_t.shape[0]
         if len(self.generators) != b:
@@ -305,25 +348,30 @@ class DiffusionForcingPlanner:
         steps_left = torch.as_tensor(steps_left, device=self.device).long().expand(b).clone()
         steps_left = steps_left.clamp(min=1)
         tokens = min(self.max_tokens, int(-(-int(steps_left.max()) // self.frame_stack)))
-        return self.normalizer.normalize_obs(obs_t), steps_left, tokens
+        goal_n = None
+        if goal is not None:
+            goal_t = torch.tensor(np.array(goal, dtype=np.float32), device=self.device)
+            goal_n = self.normalizer.normalize_goal(goal_t.reshape(-1, 2).expand(b, 2))
+        return Condition(self.normalizer.normalize_obs(obs_t), goal_n), steps_left, tokens
 
-    def _run(self, x, rows, first_obs, reward, steps_left, x0=None):
+    def _run(self, x, rows, cond, reward, steps_left, x0=None):
         """Denoise x through consecutive rows of (C * B, T) step levels; returns (x, last x0).
 
         x0: an estimate of the clean plan for the first row's MCG futures (None: predict it)."""
         for lv_from, lv_to in zip(rows[:-1], rows[1:], strict=True):
-            x, x0 = self._row(x, lv_from, lv_to, first_obs, reward, steps_left, x0)
+            x, x0 = self._row(x, lv_from, lv_to, cond, reward, steps_left, x0)
         return x, x0
 
     @torch.no_grad()
-    def act(self, obs, reward=None, steps_left=None) -> np.ndarray:
+    def act(self, obs, reward=None, steps_left=None, goal=None) -> np.ndarray:
         """obs (B, obs_dim) -> actions (B, act_dim) in [-1, 1]; replans from the current state.
 
         reward: a callable on `Plan` (see dfplan.guidance), or None for unguided sampling.
         steps_left: (B,) or int, steps remaining in the episode (caps the plan length).
+        goal: (B, 2) or (2,) goal positions the model is conditioned on, or None.
         """
-        first_obs, steps_left, tokens = self._prepare(obs, steps_left)
-        b = first_obs.shape[0]
+        cond, steps_left, tokens = self._prepare(obs, steps_left, goal)
+        b = cond.first_obs.shape[0]
         profile = cold_schedule(self.config, tokens).to(self.device)  # (rows + 1, T)
         cold = self.cold.clone() if self.config.warm_start else torch.ones(b, dtype=torch.bool)
         if self.tokens is None:
@@ -333,12 +381,10 @@ class DiffusionForcingPlanner:
         # other group waits on no-op rows (the reward is a callable on the whole batch).
         x = x0 = None
         if cold.any():
-            x, x0 = self._cold_start(profile, cold, first_obs, reward, steps_left)
+            x, x0 = self._cold_start(profile, cold, cond, reward, steps_left)
         if not cold.all():
             depth = self._refresh_depth(obs)
-            xw, x0w = self._warm_start(
-                profile[-1], tokens, ~cold, first_obs, reward, steps_left, depth
-            )
+            xw, x0w = self._warm_start(profile[-1], tokens, ~cold, cond, reward, steps_left, depth)
             if x is None:
                 x, x0 = xw, x0w
             else:
@@ -352,7 +398,7 @@ class DiffusionForcingPlanner:
         action = self.normalizer.denormalize_act(first_action).clamp(-1.0, 1.0)
         return action.cpu().numpy()
 
-    def _cold_start(self, profile, cold, first_obs, reward, steps_left):
+    def _cold_start(self, profile, cold, cond, reward, steps_left):
         """Plan the `cold` environments from pure noise down the cold profile.
 
         With `candidates` K > 1, each draws K plans and keeps the one whose final x0 scores
@@ -364,9 +410,7 @@ class DiffusionForcingPlanner:
         rows = [torch.where(cold[:, None], row, profile[0]) for row in profile]  # warm: no-op
 
         def draw():
-            return self._run(
-                self._randn(tokens, d, active=cold), rows, first_obs, reward, steps_left
-            )
+            return self._run(self._randn(tokens, d, active=cold), rows, cond, reward, steps_left)
 
         return self._best_of([draw] * self.config.candidates, reward, steps_left)
 
@@ -399,7 +443,7 @@ class DiffusionForcingPlanner:
         rows = np.where(speed < cfg.stall_speed, cfg.stall_refresh_rows, cfg.refresh_rows)
         return torch.as_tensor(rows, device=self.device)
 
-    def _warm_start(self, floor, tokens, warm, first_obs, reward, steps_left, depth):
+    def _warm_start(self, floor, tokens, warm, cond, reward, steps_left, depth):
         """Shift the `warm` environments' plans by one frame, re-noise and denoise to `floor`.
 
         With `warm_candidates` K > 1 the re-noise is drawn K times, and with
@@ -411,13 +455,13 @@ class DiffusionForcingPlanner:
         """
         cfg = self.config
         copies = cfg.warm_candidates if reward is not None else 1  # no reward: nothing to pick by
-        refresh = partial(self._refresh, floor, tokens, warm, first_obs, reward, steps_left)
+        refresh = partial(self._refresh, floor, tokens, warm, cond, reward, steps_left)
         draws = [partial(refresh, depth, copies)]
         if cfg.deep_refresh_rows:
             draws.append(partial(refresh, cfg.deep_refresh_rows, 1))
         return self._best_of(draws, reward, steps_left)
 
-    def _refresh(self, floor, tokens, warm, first_obs, reward, steps_left, depth, copies):
+    def _refresh(self, floor, tokens, warm, cond, reward, steps_left, depth, copies):
         """`copies` warm draws, stacked: re-noise the shifted plan `depth` rows up (an int, or
         (B,) per environment) and denoise it to `floor`; returns (x, x0) of (copies * B, T, D)."""
         x, levels = self._warm_levels(floor, tokens, warm, depth, copies)
@@ -433,7 +477,7 @@ class DiffusionForcingPlanner:
             torch.maximum(floor, levels - (i - (n - 1 - depth_k)).clamp(min=0)[:, None])
             for i in range(n)
         ]
-        return self._run(x, rows, first_obs, reward, steps_left, x0)
+        return self._run(x, rows, cond, reward, steps_left, x0)
 
     def _shifted_x0(self, tokens: int) -> torch.Tensor:
         """The last decision's x0 shifted by the executed frame, as (B, tokens, D).
@@ -447,23 +491,23 @@ class DiffusionForcingPlanner:
         return frames_to_tokens(frames, self.frame_stack)
 
     @torch.no_grad()
-    def sample(self, obs, steps: int, reward=None, schedule: torch.Tensor | None = None) -> Plan:
+    def sample(
+        self, obs, steps: int, reward=None, schedule: torch.Tensor | None = None, goal=None
+    ) -> Plan:
         """A whole plan of `steps` frames from pure noise to clean, de-normalised.
 
         schedule: a (rows, T) step-level matrix (validated); default: the configured cold
         schedule run to the end. Does not touch the warm-start state.
         """
-        first_obs, steps_left, tokens = self._prepare(obs, steps)
+        cond, steps_left, tokens = self._prepare(obs, steps, goal)
         if schedule is None:
             schedule = full_schedule(self.config, tokens)
         schedule = schedules.validate(schedule, self.config.sampling_steps).to(self.device)
         if schedule.shape[1] != tokens:
             raise ValueError(f"schedule has {schedule.shape[1]} tokens, the plan needs {tokens}")
-        b = first_obs.shape[0]
+        b = cond.first_obs.shape[0]
         x = self._randn(tokens, self.model.config.token_dim)
-        x, _ = self._run(
-            x, [row.expand(b, tokens) for row in schedule], first_obs, reward, steps_left
-        )
+        x, _ = self._run(x, [row.expand(b, tokens) for row in schedule], cond, reward, steps_left)
         return self.to_plan(x, steps_left)
 
     def _warm_levels(

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import hashlib
 import io
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -89,7 +91,10 @@ class TrainConfig:
     steps: int = 20_000  # total optimizer steps (a resumed run continues up to this)
     batch_size: int = 64  # windows per step and per rank
     lr: float = 4e-4  # AdamW peak learning rate (the probe's; official 2e-4 at batch 2048)
-    warmup: int = 200  # linear warm-up steps, then constant
+    warmup: int = 200  # linear warm-up steps, then cosine decay to final_lr_ratio * lr at `steps`
+    final_lr_ratio: float = 0.1  # learning rate at the last step over the peak (1 = constant)
+    goal_dropout: float = 0.15  # fraction of windows trained without their goal ("no goal"
+    # embedding), so one checkpoint samples with and without the goal (classifier-free guidance)
     weight_decay: float = 1e-4  # AdamW, on matrices only (not biases, norms)
     grad_clip: float = 1.0  # max global gradient norm
     ema_decay: float = 0.0  # EMA of weights saved instead of raw weights; 0 = off (official)
@@ -150,11 +155,28 @@ def default_out(task: str, kind: str = "df") -> Path:
 
 # -- data ------------------------------------------------------------------------------------
 def dataset_fingerprint(data: Trajectories) -> str:
-    """Short hash of observations, actions and episode ends: same data, same fingerprint."""
+    """Short hash of observations, actions, episode ends and goal labels (when the data has
+    them): same data, same fingerprint."""
     h = hashlib.sha256()
-    for a in (data.observations, data.actions, data.episode_bounds()):
+    arrays = [data.observations, data.actions, data.episode_bounds()]
+    if "goal" in data.infos:
+        arrays.append(data.infos["goal"])
+    for a in arrays:
         h.update(np.ascontiguousarray(a).tobytes())
     return h.hexdigest()[:16]
+
+
+def dataset_goals(data: Trajectories) -> np.ndarray | None:
+    """(N, 2) goal position per row (the target the data was heading for), or None."""
+    goal = data.infos.get("goal")
+    if goal is None:
+        return None
+    goal = np.asarray(goal, dtype=np.float32)
+    if goal.shape != (len(data), 2):
+        raise UserError(
+            f"the dataset's infos/goal has shape {goal.shape}, expected ({len(data)}, 2)"
+        )
+    return goal
 
 
 class WindowSampler:
@@ -162,12 +184,20 @@ class WindowSampler:
 
     Frame i of an episode is [obs_{i+1}, action_i] (normalised), so an episode of L rows has L - 1
     frames and L - window valid starts. `sample(B)` returns first_obs (B, obs_dim), the
-    observation before the window's first frame, and tokens (B, window / frame_stack, token_dim).
-    Its randomness is one CPU torch.Generator whose state resumes the sampler exactly.
+    observation before the window's first frame, tokens (B, window / frame_stack, token_dim) and
+    goals (B, window / frame_stack, 2): each token's goal is the normalised goal label of the row
+    its first frame starts from (None when the data has no goal labels). Its randomness is one
+    CPU torch.Generator whose state resumes the sampler exactly.
     """
 
     def __init__(
-        self, data: Trajectories, window: int, frame_stack: int, normalizer: Normalizer, seed: int
+        self,
+        data: Trajectories,
+        window: int,
+        frame_stack: int,
+        normalizer: Normalizer,
+        seed: int,
+        goals: np.ndarray | None = None,
     ):
         if window < 1 or window % frame_stack:
             raise UserError(f"window ({window}) must be a positive multiple of {frame_stack}")
@@ -186,17 +216,23 @@ class WindowSampler:
         self.obs = obs  # (N, obs_dim)
         # Row t's frame [o_{t+1}, a_t]; rows whose t + 1 is in the next episode are never used.
         self.frames = torch.cat([obs[1:], act[:-1]], dim=1)  # (N - 1, obs_dim + act_dim)
+        self.goals = None
+        if goals is not None:
+            self.goals = torch.from_numpy(normalizer.normalize_goal(goals).astype(np.float32))
         self.generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
         return len(self.starts)
 
-    def sample(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         pick = torch.randint(len(self.starts), (batch_size,), generator=self.generator)
         start = self.starts[pick]  # (B,)
         rows = start[:, None] + torch.arange(self.window)  # (B, window)
         tokens = frames_to_tokens(self.frames[rows], self.frame_stack)  # (B, T, token_dim)
-        return self.obs[start], tokens
+        goals = None
+        if self.goals is not None:
+            goals = self.goals[rows[:, :: self.frame_stack]]  # (B, T, 2)
+        return self.obs[start], tokens, goals
 
 
 # -- the loss --------------------------------------------------------------------------------
@@ -226,14 +262,22 @@ def diffusion_loss(
     x0: torch.Tensor,
     generator: torch.Generator,
     net: torch.nn.Module | None = None,
+    goals: torch.Tensor | None = None,
+    goal_dropout: float = 0.0,
 ) -> torch.Tensor:
     """Plain MSE on the model's parametrisation, averaged over noisy (level > 0) tokens.
 
     `net` is what runs the forward pass (a DDP wrapper of `model`); `model` gives config and abar.
+    goals: (B, T, goal_dim) per-token goals or None; a `goal_dropout` fraction of the windows is
+    trained with the "no goal" embedding instead.
     """
     cfg = model.config
     x_noisy, levels, noise = noisy_batch(x0, model.abar, cfg.num_levels, generator)
-    pred = (net or model)(x_noisy, levels, first_obs).float()  # (B, T, D)
+    has_goal = None
+    if goals is not None:
+        keep = torch.rand(x0.shape[0], generator=generator, device=x0.device)
+        has_goal = keep >= goal_dropout  # (B,)
+    pred = (net or model)(x_noisy, levels, first_obs, goals, has_goal).float()  # (B, T, D)
     if cfg.prediction == "x0":
         target = x0
     elif cfg.prediction == "eps":
@@ -251,12 +295,15 @@ def diffuser_loss(
     frames: torch.Tensor,
     generator: torch.Generator,
     net: torch.nn.Module | None = None,
+    goals: torch.Tensor | None = None,
+    goal_dropout: float = 0.0,
 ) -> torch.Tensor:
     """Diffuser's loss: MSE of the predicted clean plan, with one noise level per window.
 
     first_obs (B, obs_dim) and frames (B, H, frame_dim) are a WindowSampler batch (frame_stack 1),
     turned into plan rows [o_t, a_t]. As in Diffuser, the first and last states are inpainted
     (set to their true values) in the noisy input and in the prediction, so they carry no loss.
+    Goals are ignored: Diffuser's goal is the inpainted last state.
     """
     x0 = window_to_plan(first_obs, frames)  # (B, H, D)
     b, h, _ = x0.shape
@@ -272,10 +319,14 @@ def diffuser_loss(
 
 
 def lr_at(step: int, config: TrainConfig) -> float:
-    """Linear warm-up from lr / warmup to lr over `warmup` steps, then constant."""
-    if config.warmup <= 0:
-        return config.lr
-    return config.lr * min(1.0, (step + 1) / config.warmup)
+    """Linear warm-up from lr / warmup to lr over `warmup` steps, then cosine decay to
+    final_lr_ratio * lr at `steps` (the probe's schedule: the score rose with the decayed rate)."""
+    if step < config.warmup:
+        return config.lr * (step + 1) / config.warmup
+    span = max(config.steps - config.warmup, 1)
+    progress = min(1.0, (step - config.warmup) / span)
+    floor = config.final_lr_ratio
+    return config.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
@@ -399,6 +450,18 @@ def train(config: TrainConfig, data: Trajectories) -> Path:
             f"--window {config.window} must be a multiple of {mcfg.frame_stack} and at most "
             f"{mcfg.max_tokens * mcfg.frame_stack} (max_tokens x frame_stack)"
         )
+    for name in ("goal_dropout", "final_lr_ratio"):
+        if not 0 <= getattr(config, name) <= 1:
+            flag = "--" + name.replace("_", "-")
+            raise UserError(f"{flag} must be in [0, 1], got {getattr(config, name)}")
+    goals = None
+    if not diffuser and mcfg.goal_dim:
+        goals = dataset_goals(data)
+        if goals is None:
+            tqdm.write(
+                "the dataset has no goal labels (infos/goal): training an unconditional model"
+            )
+            mcfg = config.model = dataclasses.replace(mcfg, goal_dim=0)
     if (data.obs_dim, data.act_dim) != (mcfg.obs_dim, mcfg.action_dim):
         raise UserError(
             f"the dataset has observations of size {data.obs_dim} and actions of size "
@@ -429,7 +492,7 @@ def train(config: TrainConfig, data: Trajectories) -> Path:
                 "or choose another --out (or delete that folder)"
             )
         sampler = WindowSampler(
-            data, config.window, mcfg.frame_stack, normalizer, config.seed + rank
+            data, config.window, mcfg.frame_stack, normalizer, config.seed + rank, goals
         )
         if config.resume:
             step = _apply_resume_state(state, raw, ema, opt, sampler, noise_gen, rank, world)
@@ -476,14 +539,15 @@ def train(config: TrainConfig, data: Trajectories) -> Path:
             tqdm.write(f"{stem} is already at step {step} (>= {config.steps}): nothing to do")
         tic, last_step = time.perf_counter(), step
         while step < config.steps:
-            first_obs, tokens = sampler.sample(config.batch_size)
+            first_obs, tokens, goals = sampler.sample(config.batch_size)
             first_obs, tokens = first_obs.to(device), tokens.to(device)
+            goals = goals.to(device) if goals is not None else None
             lr = lr_at(step, config)
             for group in opt.param_groups:
                 group["lr"] = lr
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 loss = (diffuser_loss if diffuser else diffusion_loss)(
-                    raw, first_obs, tokens, noise_gen, net=net
+                    raw, first_obs, tokens, noise_gen, net, goals, config.goal_dropout
                 )
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -635,6 +699,8 @@ _TRAIN_FLAGS = {
     "weight_decay": float,
     "grad_clip": float,
     "ema_decay": float,
+    "final_lr_ratio": float,
+    "goal_dropout": float,
     "window": int,
     "seed": int,
     "checkpoint_every": int,
@@ -649,16 +715,16 @@ _MODEL_FLAGS = {
     "n_embd": int,
     "prediction": str,
     "dropout": float,
-    "position_features": int,
-    "residual_obs": int,
 }
 _UNET_FLAGS = {"dim": int}  # settings of the Diffuser U-Net (--model diffuser)
-_CHOICES = {"prediction": ("x0", "eps", "v"), "residual_obs": (0, 1)}
+_CHOICES = {"prediction": ("x0", "eps", "v")}
 _HELP = {
     "steps": "total optimizer steps (default: per maze, see dfplan.train.RECOMMENDED)",
     "batch_size": "windows per step and per process (default 64)",
     "lr": "AdamW learning rate (default 4e-4)",
     "warmup": "linear warm-up steps (default 200)",
+    "final_lr_ratio": "learning rate at the last step over the peak, cosine decay (default 0.1)",
+    "goal_dropout": "fraction of windows trained without their goal (default 0.15)",
     "weight_decay": "AdamW weight decay (default 1e-4)",
     "grad_clip": "gradient norm clip (default 1.0)",
     "ema_decay": "EMA decay of saved weights, 0 = off (default 0)",
@@ -674,8 +740,6 @@ _HELP = {
     "n_embd": "transformer width (default 128)",
     "prediction": "what the network predicts: x0, eps or v (default x0)",
     "dropout": "dropout rate (default 0)",
-    "position_features": "Fourier frequencies of each frame's (x, y) in the input, 0 = off",
-    "residual_obs": "1: predict each frame's observation as o_0 + the network's output (x0 only)",
     "dim": "--model diffuser: U-Net channels at full time resolution (default 32)",
 }
 
@@ -736,8 +800,6 @@ def run_train(args: argparse.Namespace) -> int:
             )
     overrides = {k: getattr(args, k) for k in _TRAIN_FLAGS if getattr(args, k) is not None}
     model_overrides = {k: getattr(args, k) for k in own if getattr(args, k) is not None}
-    if "residual_obs" in model_overrides:
-        model_overrides["residual_obs"] = bool(model_overrides["residual_obs"])
     if args.window is not None and config.model_kind == "diffuser":
         model_overrides["horizon"] = args.window  # the U-Net plans as far as it was trained
     elif args.window is not None:  # positions must cover the new window

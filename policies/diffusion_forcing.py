@@ -4,7 +4,8 @@
     policy.reset(seed=0)
     action = policy.act(obs, info)        # (4,) -> (2,) or (B, 4) -> (B, 2)
 
-The goal is read from `info["goal"]` when given (else from `reset(goal=...)`); the policy counts
+The goal is read from `info["goal"]` when given (else from `reset(goal=...)`): a goal-conditioned
+model is told it, and the reward guidance (when on) pulls toward it. The policy counts
 steps since reset to know how much of the episode is left (the plan never runs past it). A
 position jump larger than one physics step can make is taken as an environment reset (vector
 envs reset sub-environments on their own), as is reaching the time limit; that environment's
@@ -36,7 +37,10 @@ class DiffusionForcingPolicy(PlannerPolicy):
         if stale.any():
             self.planner.forget(np.flatnonzero(stale))
         steps_left = np.maximum(self.max_episode_steps - self.clock.t, 1)
-        reward = GoalReward(torch.tensor(goals, dtype=torch.float32))
-        actions = self.planner.act(obs, reward, steps_left)
+        # Guidance off means no reward at all: no gradient, and no warm draw picked by it.
+        reward = None
+        if self.planner.config.guidance_scale > 0:
+            reward = GoalReward(torch.tensor(goals, dtype=torch.float32))
+        actions = self.planner.act(obs, reward, steps_left, goals)
         self.clock.advance(obs, goals)
         return actions[0] if single else actions

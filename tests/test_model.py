@@ -7,7 +7,6 @@ from dfplan import diffusion
 from dfplan.model import (
     DiffusionForcingModel,
     ModelConfig,
-    fourier_features,
     frames_to_tokens,
     tokens_to_frames,
 )
@@ -44,22 +43,27 @@ def test_default_size_is_the_reference_probe():
     assert n * 4 < 10e6  # float32 weights under 10 MB
 
 
-@pytest.mark.parametrize("options", [{}, {"position_features": 4}, {"residual_obs": True}])
+@pytest.mark.parametrize("options", [{}, {"goal_dim": 0}])
 def test_causality_later_tokens_never_change_earlier_outputs(options):
     model = _model(**options)
     x, levels, first_obs = _inputs(model.config, t=8)
+    goal = torch.randn(3, 8, 2) if model.config.goal_dim else None
     with torch.no_grad():
-        base = model(x, levels, first_obs)
+        base = model(x, levels, first_obs, goal)
         for t in range(7):
             x2, levels2 = x.clone(), levels.clone()
             x2[:, t + 1 :] = torch.randn_like(x2[:, t + 1 :]) * 5
             levels2[:, t + 1 :] = torch.randint(0, 1001, levels2[:, t + 1 :].shape)
-            out = model(x2, levels2, first_obs)
+            goal2 = None
+            if goal is not None:  # later tokens' goals are as invisible as later tokens
+                goal2 = goal.clone()
+                goal2[:, t + 1 :] += 3.0
+            out = model(x2, levels2, first_obs, goal2)
             torch.testing.assert_close(out[:, : t + 1], base[:, : t + 1], rtol=0, atol=1e-6)
             assert not torch.allclose(out[:, t + 1 :], base[:, t + 1 :])
 
 
-@pytest.mark.parametrize("options", [{}, {"position_features": 4}, {"residual_obs": True}])
+@pytest.mark.parametrize("options", [{}, {"goal_dim": 0}])
 def test_conditioning_and_levels_reach_the_output(options):
     model = _model(**options)
     x, levels, first_obs = _inputs(model.config)
@@ -74,30 +78,11 @@ def test_conditioning_and_levels_reach_the_output(options):
         assert not torch.allclose(model(x, levels2, first_obs)[:, 0], base[:, 0])
 
 
-def test_fourier_features_of_positions():
-    p = torch.tensor([[0.25, -0.5]])
-    feats = fourier_features(p, 3)  # sin then cos of pi 2^k p, x's frequencies before y's
-    angles = torch.pi * torch.tensor([0.25, 0.5, 1.0, -0.5, -1.0, -2.0])
-    torch.testing.assert_close(feats[0], torch.cat([angles.sin(), angles.cos()]))
-    # The input layer sees 4 * 4 features per frame (10 frames) and per first observation.
-    model = _model(position_features=4)
-    assert model.token_in.in_features == 60 + 10 * 16
-    assert model.obs_in.in_features == 4 + 16
-    with pytest.raises(ValueError, match="position_features"):
-        ModelConfig(position_features=17).validate()
-
-
-def test_residual_obs_adds_the_first_observation_to_every_frame():
-    model = _model(residual_obs=True)
-    x, levels, first_obs = _inputs(model.config)
-    with torch.no_grad():
-        out = tokens_to_frames(model(x, levels, first_obs), 10)
-        model.config.residual_obs = False
-        raw = tokens_to_frames(model(x, levels, first_obs), 10)
-    torch.testing.assert_close(out[..., :4], raw[..., :4] + first_obs[:, None, :])
-    torch.testing.assert_close(out[..., 4:], raw[..., 4:])  # actions are not offset
-    with pytest.raises(ValueError, match="residual_obs"):
-        ModelConfig(residual_obs=True, prediction="eps").validate()
+def test_goal_dim_sizes_the_goal_input_and_must_not_be_negative():
+    model = _model()
+    assert model.goal_in.in_features == 2 and model.no_goal.shape == (32,)
+    with pytest.raises(ValueError, match="goal_dim"):
+        ModelConfig(goal_dim=-1).validate()
 
 
 @pytest.mark.parametrize("prediction", ["eps", "v"])

@@ -16,7 +16,7 @@ from dfplan.guidance import (
     clip_token_norm,
 )
 from dfplan.model import DiffusionForcingModel, ModelConfig, tokens_to_frames
-from dfplan.planner import DiffusionForcingPlanner, PlannerConfig, shift_one_frame
+from dfplan.planner import Condition, DiffusionForcingPlanner, PlannerConfig, shift_one_frame
 from dfplan.rollout import rollout
 
 
@@ -82,13 +82,13 @@ def test_guidance_clip_bounds_the_guidance_step_of_every_token():
     assert steps[0.01] <= 50.0 * sigma * 0.01 + 1e-5  # ... the capped one is scale * sigma * cap
 
 
-def plain_guidance_row(planner, x, lv_from, lv_to, first_obs, reward, steps_left):
+def plain_guidance_row(planner, x, lv_from, lv_to, cond, reward, steps_left):
     """Reward guidance written out: grad of r(x0(x)) w.r.t. x, added after the DDIM step to the
     tokens that move in this row."""
     k_from, k_to = planner.train_levels[lv_from], planner.train_levels[lv_to]
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
-        x0 = planner.model.predict_x0(x, k_from, first_obs)
+        x0 = planner.model.predict_x0(x, k_from, cond.first_obs)
         (grad,) = torch.autograd.grad(reward(planner.to_plan(x0, steps_left)).sum(), x)
     step = diffusion.ddim_step(x.detach(), x0.detach(), k_from, k_to, planner.abar)
     sigma = (1 - planner.abar[k_to]).sqrt().unsqueeze(-1).float()
@@ -103,7 +103,7 @@ def test_mcg_with_one_sample_is_plain_guidance():
     x = torch.randn(3, 5, planner.model.config.token_dim)
     lv_from = torch.tensor([[6, 6, 6, 6, 6]] * 3)
     lv_to = torch.tensor([[5, 6, 6, 6, 6]] * 3)
-    first = torch.randn(3, 4)
+    first = Condition(torch.randn(3, 4), None)
     steps_left = torch.tensor([20, 20, 20])
     reward = GoalReward(torch.tensor([[3.0, 1.0], [0.0, 0.0], [5.0, 5.0]]))
     ours, _ = planner._row(x, lv_from, lv_to, first, reward, steps_left)

@@ -112,7 +112,7 @@ def test_denoise_errors_measure_the_first_frame(tiny_checkpoint):
     class Oracle:  # knows the clean windows denoise_errors draws (same sampler seed)
         config, abar = model.config, model.abar
 
-        def predict_x0(self, x, levels, first_obs):
+        def predict_x0(self, x, levels, first_obs, goal=None):
             return clean
 
     cfg = model.config

@@ -48,12 +48,13 @@ def expert_trajectories(episodes: int, seed: int = 0, noise: float = 0.3) -> Tra
     env = gym.make("dfplan/multi2d-umaze-v1")
     expert = WaypointExpert(env)
     rng = np.random.default_rng(seed)
-    obs_rows, act_rows, rewards = [], [], []
+    obs_rows, act_rows, rewards, goals = [], [], [], []
     for episode in range(episodes):
         obs, info = env.reset(seed=seed + episode)
         expert.reset(seed=seed + episode)
         for _ in range(EPISODE_STEPS):
             action = np.clip(expert.act(obs, info) + rng.normal(0, noise, 2), -1, 1)
+            goals.append(info["goal"])
             obs_rows.append(obs)
             act_rows.append(action)
             obs, reward, _, _, info = env.step(action)
@@ -68,6 +69,7 @@ def expert_trajectories(episodes: int, seed: int = 0, noise: float = 0.3) -> Tra
         rewards=np.asarray(rewards, np.float32),
         terminals=np.zeros(n, bool),
         timeouts=timeouts,
+        infos={"goal": np.asarray(goals, np.float32)},
     )
 
 
@@ -116,7 +118,7 @@ def test_windows_stay_inside_episodes_and_hold_the_right_frames(data):
     episode = np.searchsorted(bounds[:, 1], starts, side="right")
     assert np.all(starts + 50 + 1 <= bounds[episode, 1])  # 51 observations, all in the episode
     # Content: token t, frame i = [obs_{s + 10t + i + 1}, action_{s + 10t + i}], normalised.
-    first_obs, tokens = sampler.sample(64)
+    first_obs, tokens, _ = sampler.sample(64)
     assert first_obs.shape == (64, 4) and tokens.shape == (64, 5, 60)
     raw_obs = norm.denormalize_obs(first_obs.numpy())
     for b in range(64):
@@ -143,7 +145,7 @@ def test_window_errors(data):
 def test_noise_levels_are_independent_per_token_and_sample(data):
     norm = Normalizer.from_trajectories(data)
     sampler = WindowSampler(data, 50, 10, norm, seed=0)
-    _, tokens = sampler.sample(512)
+    _, tokens, _ = sampler.sample(512)
     abar = torch.ones(1001)  # only the levels matter here
     _, levels, _ = noisy_batch(tokens, abar, 1000, torch.Generator().manual_seed(0))
     assert levels.shape == (512, 5)
@@ -162,9 +164,12 @@ def test_loss_ignores_clean_tokens_and_reaches_every_parameter(data):
     from dfplan.model import DiffusionForcingModel
 
     model = DiffusionForcingModel(TINY_MODEL)
-    sampler = WindowSampler(data, 50, 10, Normalizer.from_trajectories(data), seed=0)
-    first_obs, tokens = sampler.sample(8)
-    loss = diffusion_loss(model, first_obs, tokens, torch.Generator().manual_seed(0))
+    normalizer = Normalizer.from_trajectories(data)
+    sampler = WindowSampler(data, 50, 10, normalizer, seed=0, goals=data.infos["goal"])
+    first_obs, tokens, goals = sampler.sample(8)
+    # Half the windows without their goal: both the goal input and "no goal" get gradients.
+    gen = torch.Generator().manual_seed(0)
+    loss = diffusion_loss(model, first_obs, tokens, gen, None, goals, 0.5)
     loss.backward()
     assert loss.ndim == 0 and torch.isfinite(loss)
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
