@@ -106,7 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         p = sub.add_parser(
-            "train", help="train a Diffusion Forcing model (or --model diffuser) on a dataset"
+            "train",
+            help="train a Diffusion Forcing model (or --model diffuser) on a dataset",
+            description="Train by the task's recipe, dfplan/recipes/MAZE.json (its model, "
+            "training stages and the planner settings written into the checkpoint); flags "
+            "override every stage.",
         )
         add_train_arguments(p)
         p.set_defaults(func=run_train)

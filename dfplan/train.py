@@ -34,7 +34,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from dfplan import diffusion
+from dfplan import diffusion, recipe
 from dfplan.checkpoint import (
     MODEL_KINDS,
     SHIPPED_SUFFIX,
@@ -57,30 +57,6 @@ from dfplan.model import DiffusionForcingModel, ModelConfig, frames_to_tokens
 from dfplan.normalizer import Normalizer
 from dfplan.temporal_unet import TemporalUNet, UNetConfig, inpaint, window_to_plan
 
-# Recommended settings per maze. Windows cover the waypoint expert's longest run to the goal
-# (measured: max over 800 episodes per maze from random starts, fixed and random goals, action
-# noise 0 and 0.3: umaze 170, medium 332, large 538 steps) plus ~50 steps of arriving and holding,
-# rounded up to whole tokens; umaze keeps the official 300. Steps fit in under an hour on this
-# 2-core CPU (2 CPU-hours) at the measured 6.8 / 5.4 / 3.7 steps/s
-# (benchmarks/train_throughput.py); the REFERENCE.md probe planned well after 12k umaze steps.
-# Model: 0.85M parameters, 3.4 MB of float32 weights.
-RECOMMENDED: dict[str, dict] = {
-    "umaze": {"window": 300, "steps": 20_000, "n_layer": 4, "n_head": 4, "n_embd": 128},
-    "medium": {"window": 400, "steps": 16_000, "n_layer": 4, "n_head": 4, "n_embd": 128},
-    "large": {"window": 600, "steps": 12_000, "n_layer": 4, "n_head": 4, "n_embd": 128},
-}
-# The Diffuser baseline (`--model diffuser`): Diffuser's Maze2D horizons and level counts (K = 64
-# for umaze, 256 beyond, cosine betas) on a narrower U-Net than Diffuser's (32 x (1, 2, 4)
-# channels, 0.99M parameters: about the DF model's size), batch 32 as Diffuser, EMA as Diffuser
-# (its 0.995 every 10 steps is ~0.9995 per step; 0.999 suits these shorter runs). Steps are sized
-# to the DF recipe's budget, ~40-45 min on this 2-core CPU: measured side by side with the DF
-# step on one thread (benchmarks/train_throughput.py --model diffuser), a U-Net step runs at
-# 0.95 / 0.73 / 0.75 x the DF step's rate, so ~6.5 / 3.9 / 2.8 steps/s on two free cores.
-RECOMMENDED_DIFFUSER: dict[str, dict] = {
-    "umaze": {"horizon": 128, "num_levels": 64, "steps": 15_000},
-    "medium": {"horizon": 256, "num_levels": 256, "steps": 9_000},
-    "large": {"horizon": 384, "num_levels": 256, "steps": 6_000},
-}
 CHECKPOINT_NAME = "latest"
 
 
@@ -118,30 +94,22 @@ class TrainConfig:
         return cls(**kwargs, model=config_cls(**d.get("model", {})))
 
 
+def recipe_configs(task: str, kind: str = "df") -> list[TrainConfig]:
+    """The training stages of the task's recipe (dfplan/recipes/MAZE.json) for a model kind:
+    stage 1 trains from scratch, each later one resumes the run with its changes."""
+    entry = recipe.model_recipe(get_task(task).maze, kind)
+    model_cls = MODEL_KINDS[kind][0]
+    model = model_cls(**entry["model"])
+    stages, fields_so_far = [], {}
+    for stage in entry["stages"]:
+        fields_so_far.update(stage)
+        stages.append(TrainConfig(task=task, model_kind=kind, model=model, **fields_so_far))
+    return stages
+
+
 def recommended_config(task: str, kind: str = "df") -> TrainConfig:
-    """The shipped training configuration of a model kind for a task (see RECOMMENDED and
-    RECOMMENDED_DIFFUSER)."""
-    if kind == "diffuser":
-        rec = RECOMMENDED_DIFFUSER[get_task(task).maze]
-        model = UNetConfig(horizon=rec["horizon"], num_levels=rec["num_levels"])
-        return TrainConfig(
-            task=task,
-            steps=rec["steps"],
-            batch_size=32,
-            ema_decay=0.999,
-            window=rec["horizon"],
-            model_kind=kind,
-            model=model,
-        )
-    rec = RECOMMENDED[get_task(task).maze]
-    frame_stack = ModelConfig.frame_stack
-    model = ModelConfig(
-        n_layer=rec["n_layer"],
-        n_head=rec["n_head"],
-        n_embd=rec["n_embd"],
-        max_tokens=rec["window"] // frame_stack,
-    )
-    return TrainConfig(task=task, steps=rec["steps"], window=rec["window"], model=model)
+    """The first training stage of the task's recipe for a model kind."""
+    return recipe_configs(task, kind)[0]
 
 
 def dfplan_home() -> Path:
@@ -409,8 +377,11 @@ def write_curve(metrics_path: Path, png_path: Path, title: str) -> None:
 
 
 # -- the training loop -----------------------------------------------------------------------
-def train(config: TrainConfig, data: Trajectories) -> Path:
+def train(config: TrainConfig, data: Trajectories, planner: dict | None = None) -> Path:
     """Train (or resume) a Diffusion Forcing model on `data`; returns the checkpoint stem.
+
+    planner: settings written into the checkpoint ("planner", and "planner_tuning" when given),
+    so the trained model plans as its recipe says.
 
     Writes into the run folder: `latest.safetensors` + `latest.json` (the model: EMA weights if
     EMA is on), `latest.resume.*` (optimizer, EMA, RNG, step), `metrics.jsonl`, `curve.png`.
@@ -519,6 +490,10 @@ def train(config: TrainConfig, data: Trajectories) -> Path:
             "window": config.window,
             "train_config": asdict(config),
         }
+        if planner is not None:
+            meta["planner"] = {k: v for k, v in planner.items() if k != "planner_tuning"}
+            if planner.get("planner_tuning"):
+                meta["planner_tuning"] = planner["planner_tuning"]
 
         def save() -> None:
             _save(stem, raw, ema, opt, sampler, noise_gen, meta, step, world, device, is_main)
@@ -764,28 +739,63 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """`dfplan train`: build the config (stored run's when resuming, else recommended), apply
-    the flags given, load the dataset, train. Returns the exit code."""
+    """`dfplan train`: follow the task's recipe (flags override every stage), or continue a run
+    with --resume; load the dataset, train stage by stage. Returns the exit code."""
     from dfplan.envs.datasets import load_trajectories
 
     task = get_task(args.task)
     kind = args.model or "df"
     out = Path(args.out).expanduser() if args.out else default_out(task.name, kind)
     ensure_writable_dir(out, "--out", "the training run")  # before the dataset loads
+    stages = recipe_configs(task.name, kind)
     stored = out / f"{CHECKPOINT_NAME}.json"
-    config = recommended_config(task.name, kind)
     if args.resume and stored.exists():
         try:
-            config = TrainConfig.from_dict(json.loads(stored.read_text())["train_config"])
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            saved_meta = json.loads(stored.read_text())
+            saved = TrainConfig.from_dict(saved_meta["train_config"])
+            reached = int(saved_meta["train_step"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
             raise UserError(
                 f"{stored} is corrupt ({e}); start a new run with another --out"
             ) from None
-        if args.model is not None and args.model != config.model_kind:
+        if args.model is not None and args.model != saved.model_kind:
             raise UserError(
-                f"the run in {out} trains a '{config.model_kind}' model, not '{args.model}'; "
-                f"resume it with --model {config.model_kind}, or start a new run with another --out"
+                f"the run in {out} trains a '{saved.model_kind}' model, not '{args.model}'; "
+                f"resume it with --model {saved.model_kind}, or start a new run with another --out"
             )
+        recipe_run = saved.model_kind == kind and (saved.model, saved.window) == (
+            stages[0].model,
+            stages[0].window,
+        )
+        # A run of the recipe continues with its remaining stages; any other run with its
+        # own stored settings.
+        later = [stage for stage in stages if stage.steps > reached]
+        stages = (later or stages[-1:]) if recipe_run else [saved]
+    configs = [
+        _with_flags(stage, args, task.name, out, resume=args.resume or i > 0)
+        for i, stage in enumerate(stages)
+    ]
+    if configs[0].device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(
+            f"--device {configs[0].device} requested but no CUDA GPU is available; use cpu"
+        )
+    planner = recipe.planner_settings(task.maze, configs[0].model_kind)
+    data = load_trajectories(configs[0].dataset or task.dataset_id)
+    for config in configs:
+        if config.resume and stored.exists():
+            done = int(json.loads(stored.read_text()).get("train_step", 0))
+            if done >= config.steps and config is not configs[-1]:
+                continue  # this stage is behind the run already
+        stem = train(config, data, planner)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"checkpoint: {stem}.safetensors + {stem.name}.json")
+    return 0
+
+
+def _with_flags(
+    config: TrainConfig, args: argparse.Namespace, task: str, out: Path, resume: bool
+) -> TrainConfig:
+    """`config` with the command line's flags applied (model flags checked against its kind)."""
     own, other = (
         (_UNET_FLAGS, _MODEL_FLAGS)
         if config.model_kind == "diffuser"
@@ -804,22 +814,15 @@ def run_train(args: argparse.Namespace) -> int:
         model_overrides["horizon"] = args.window  # the U-Net plans as far as it was trained
     elif args.window is not None:  # positions must cover the new window
         model_overrides.setdefault("max_tokens", args.window // config.model.frame_stack)
-    config = TrainConfig(
+    return TrainConfig(
         **{
             **asdict(config),
             **overrides,
-            "task": task.name,
+            "task": task,
             "out": str(out),
-            "resume": args.resume,
+            "resume": resume,
             "amp": config.amp and not args.no_amp,
             "progress": not args.no_progress,
             "model": type(config.model)(**{**asdict(config.model), **model_overrides}),
         }
     )
-    if config.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {config.device} requested but no CUDA GPU is available; use cpu")
-    data = load_trajectories(config.dataset or task.dataset_id)
-    stem = train(config, data)
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(f"checkpoint: {stem}.safetensors + {stem.name}.json")
-    return 0

@@ -322,3 +322,45 @@ def test_recommended_configs_fit_their_windows():
         cfg = recommended_config(task)
         assert cfg.window % 10 == 0 and cfg.window // 10 == cfg.model.max_tokens
     assert recommended_config("maze2d-umaze").window == 300
+
+
+def test_a_training_run_writes_its_recipes_planner_settings_in_full(data, tmp_path):
+    from dfplan.recipe import model_recipe, planner_settings
+
+    source = tmp_path / "umaze.hdf5"
+    _write_d4rl(data, source)
+    out = tmp_path / "run"
+    tiny = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--batch-size", "8"]
+    args = ["--dataset", str(source), "--out", str(out), "--no-progress", "--window", "50"]
+    assert run_train(_parse("maze2d-umaze", "--steps", "2", *args, *tiny)) == 0
+    _, meta = load_checkpoint(out / "latest")
+    expected = planner_settings("umaze")
+    assert meta["planner_tuning"] == expected.pop("planner_tuning")
+    assert meta["planner"] == expected  # every PlannerConfig field, written by code
+    assert model_recipe("umaze")["planner"].items() <= meta["planner"].items()
+
+
+def test_a_recipe_runs_its_stages_and_resumes_at_the_stage_reached(data, tmp_path, monkeypatch):
+    from dfplan import recipe
+
+    umaze = recipe._load("umaze")
+    stages = [
+        {"steps": 4, "batch_size": 8, "lr": 1e-3, "final_lr_ratio": 1.0, "window": 50},
+        {"steps": 6, "lr": 5e-4, "ema_decay": 0.9},
+    ]
+    model = {"n_layer": 1, "n_head": 2, "n_embd": 16, "max_tokens": 5}
+    fake = {**umaze, "df": {**umaze["df"], "model": model, "stages": stages}}
+    monkeypatch.setattr(recipe, "_load", lambda maze: fake)
+    source = tmp_path / "umaze.hdf5"
+    _write_d4rl(data, source)
+    out = tmp_path / "run"
+    args = ["--dataset", str(source), "--out", str(out), "--no-progress"]
+    assert run_train(_parse("maze2d-umaze", *args)) == 0
+    _, meta = load_checkpoint(out / "latest")
+    assert meta["train_step"] == 6
+    assert meta["train_config"]["lr"] == 5e-4 and meta["train_config"]["ema_decay"] == 0.9
+    lrs = [json.loads(line)["lr"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert lrs[0] == pytest.approx(1e-3 * 4 / 200) and lrs[-1] == pytest.approx(5e-4 * 6 / 200)
+    # Resuming a finished recipe run has nothing left to do and keeps the checkpoint.
+    assert run_train(_parse("maze2d-umaze", "--resume", *args)) == 0
+    assert load_checkpoint(out / "latest")[1]["save_id"] == meta["save_id"]

@@ -1,0 +1,66 @@
+"""Recipes: how each shipped model is made, one JSON file per maze in dfplan/recipes/.
+
+A recipe holds the data settings (`dfplan data`), and per model kind ("df", "diffuser") the model
+settings, the training stages (`dfplan train`: stage 1 from scratch, each later stage resumes the
+run with its changes, e.g. a lower rate with EMA) and the planner settings written into the
+checkpoint. Per-maze values live only here; what each field means is documented where its
+dataclass is defined (DataConfig, ModelConfig / UNetConfig, TrainConfig, PlannerConfig /
+DiffuserConfig).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+
+from dfplan.errors import UserError
+
+RECIPES_DIR = Path(__file__).with_name("recipes")
+
+
+def recipe_path(maze: str) -> Path:
+    return RECIPES_DIR / f"{maze}.json"
+
+
+@cache
+def _load(maze: str) -> dict:
+    path = recipe_path(maze)
+    if not path.exists():
+        raise UserError(f"no recipe for the '{maze}' maze ({path} is missing)")
+    return json.loads(path.read_text())
+
+
+def data_settings(maze: str) -> dict:
+    """DataConfig fields (steps, noise, seed, dwell_prob, dwell_min, dwell_max) of a maze."""
+    return dict(_load(maze)["data"])
+
+
+def model_recipe(maze: str, kind: str = "df") -> dict:
+    """{"model": {...}, "stages": [{...}, ...], "planner": {...}, "planner_tuning": "..."}."""
+    recipe = _load(maze)
+    if kind not in recipe:
+        raise UserError(f"the {maze} recipe has no '{kind}' model")
+    entry = recipe[kind]
+    return {
+        "model": dict(entry["model"]),
+        "stages": [dict(stage) for stage in entry["stages"]],
+        "planner": dict(entry.get("planner", {})),
+        "planner_tuning": entry.get("planner_tuning", ""),
+    }
+
+
+def planner_settings(maze: str, kind: str = "df") -> dict:
+    """Every planner setting of the recipe's model (defaults filled in by the planner's config
+    dataclass, so a checkpoint states them all), plus "planner_tuning": how they were chosen."""
+    from dataclasses import asdict
+
+    if kind == "df":
+        from dfplan.planner import PlannerConfig as config_cls
+    else:
+        from dfplan.policies.diffuser import DiffuserConfig as config_cls
+
+    entry = model_recipe(maze, kind)
+    config = config_cls(**entry["planner"])
+    config.validate()
+    return {**asdict(config), "planner_tuning": entry["planner_tuning"]}
