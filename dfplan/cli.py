@@ -44,20 +44,20 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
         "--steps",
         type=int,
         default=None,
-        help="transitions to generate (default: D4RL's 1M / 2M / 4M)",
+        help="transitions to generate (default: the maze's recipe, D4RL's 1M / 2M / 4M)",
     )
     p.add_argument(
         "--noise",
         type=float,
-        default=0.3,
-        help="std of Gaussian action noise (default 0.3; D4RL's data used 0.5)",
+        default=None,
+        help="std of Gaussian action noise (default: the recipe's 0.3; D4RL's data used 0.5)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: the recipe's)")
     p.add_argument(
         "--dwell",
-        default="0.5,50,100",
+        default=None,
         help="P,MIN,MAX: hold at a reached target with probability P for MIN..MAX "
-        "steps; 0 for the pure D4RL procedure (default 0.5,50,100)",
+        "steps; 0 for the pure D4RL procedure (default: the recipe's 0.5,50,100)",
     )
     p.add_argument("--force", action="store_true", help="regenerate even if the dataset exists")
 
@@ -65,6 +65,7 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
 def cmd_data(args: argparse.Namespace) -> int:
     from dfplan.envs import get_task
     from dfplan.envs.datasets import DataConfig, make_dataset, parse_dwell
+    from dfplan.recipe import data_settings
 
     task = get_task(args.task)
     if task.multi_goal:
@@ -72,13 +73,18 @@ def cmd_data(args: argparse.Namespace) -> int:
             f"{task.name} uses the {task.dataset_task} dataset: "
             f"run 'dfplan data {task.dataset_task}'"
         )
-    steps = task.dataset_steps if args.steps is None else args.steps
-    if steps <= 0:
-        raise UserError(f"--steps must be a positive number of steps, got {steps}")
-    if args.noise < 0:
-        raise UserError(f"--noise must be >= 0, got {args.noise}")
-    p, lo, hi = parse_dwell(args.dwell)
-    config = DataConfig(task.name, steps, args.noise, args.seed, p, lo, hi)
+    settings = data_settings(task.maze)  # the recipe's, then the flags given
+    for name in ("steps", "noise", "seed"):
+        if getattr(args, name) is not None:
+            settings[name] = getattr(args, name)
+    if args.dwell is not None:
+        p, lo, hi = parse_dwell(args.dwell)
+        settings.update(dwell_prob=p, dwell_min=lo, dwell_max=hi)
+    if settings["steps"] <= 0:
+        raise UserError(f"--steps must be a positive number of steps, got {settings['steps']}")
+    if settings["noise"] < 0:
+        raise UserError(f"--noise must be >= 0, got {settings['noise']}")
+    config = DataConfig(task.name, **settings)
     path = make_dataset(config, task, force=args.force)
     print(f"dataset {task.dataset_id} at {path}")
     return 0

@@ -15,7 +15,6 @@ class Task:
     max_episode_steps: int  # D4RL time limit
     ref_min_score: float  # D4RL normalisation constants (raw return of random / "expert")
     ref_max_score: float
-    dataset_steps: int  # default size of the generated expert dataset (D4RL's sizes)
 
     @property
     def env_id(self) -> str:
@@ -32,10 +31,10 @@ class Task:
 
 
 _MAZES = {
-    # maze: (time limit, ref_min, ref_max, dataset steps)
-    "umaze": (300, 23.85, 161.86, 1_000_000),
-    "medium": (600, 13.13, 277.39, 2_000_000),
-    "large": (800, 6.7, 273.99, 4_000_000),
+    # maze: (time limit, ref_min, ref_max); dataset sizes are in the recipes (dfplan/recipes)
+    "umaze": (300, 23.85, 161.86),
+    "medium": (600, 13.13, 277.39),
+    "large": (800, 6.7, 273.99),
 }
 
 TASKS: dict[str, Task] = {
