@@ -1,6 +1,6 @@
 """`dfplan bench`: score a method on a task under the benchmark protocol; table + JSON result.
 
-Protocol (DESIGN.md): D4RL-faithful env, full time limit (300 / 600 / 800), sparse reward radius
+Protocol: D4RL-faithful env, full time limit (300 / 600 / 800), sparse reward radius
 0.5, the policy's own actions, the planner replans every step, N episodes with seeds
 seed..seed+N-1, D4RL-normalised mean +- standard error, raw return, success rate (reached the goal
 at least once) and steps to first success. Episode k's result depends only on its seed, not on
@@ -20,11 +20,10 @@ import traceback
 from pathlib import Path
 
 from dfplan.benchmarks.harness import run_episodes, step_bar, summarize
-from dfplan.checkpoint import atomic_write_json, ensure_writable_dir, remove_stale_temps
 from dfplan.envs import get_task
 from dfplan.errors import UserError
-
-METHODS = ("df", "df-nomcg", "diffuser", "expert", "greedy", "random")
+from dfplan.files import atomic_write_json, ensure_writable_dir, remove_stale_temps
+from dfplan.policies.factory import METHODS, make_policy
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
@@ -56,65 +55,6 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         "(default: one per two CPU cores, at most 8, for the learned planners on CPU; else 1)",
     )
     p.add_argument("--label", default=None, help="name for this variant in tables, plots, files")
-
-
-def parse_overrides(pairs: list[str], config_cls: type | None = None) -> dict:
-    """['guidance_scale=0.5', 'warm_start=false'] -> typed overrides of `config_cls`'s fields
-    (default: the DF planner's PlannerConfig)."""
-    from dataclasses import fields
-
-    from dfplan.planner import PlannerConfig
-
-    types = {f.name: f.type for f in fields(config_cls or PlannerConfig)}
-    out = {}
-    for pair in pairs:
-        name, _, text = pair.partition("=")
-        if name not in types or not text:
-            raise UserError(
-                f"--planner takes FIELD=VALUE with FIELD one of {', '.join(types)}; got '{pair}'"
-            )
-        kind = types[name] if isinstance(types[name], str) else types[name].__name__
-        try:
-            if kind == "bool":
-                if text.lower() not in ("true", "false", "1", "0"):
-                    raise ValueError
-                out[name] = text.lower() in ("true", "1")
-            else:
-                out[name] = {"int": int, "float": float, "str": str}[kind](text)
-        except ValueError:
-            msg = f"--planner {name} needs a value of type {kind}, got '{text}'"
-            raise UserError(msg) from None
-    return out
-
-
-def make_policy(method: str, task, checkpoint: str | None, device: str | None, planner=()):
-    if isinstance(task, str):
-        task = get_task(task)
-    if method in ("df", "df-nomcg"):
-        from dfplan.policies.diffusion_forcing import DiffusionForcingPolicy
-
-        overrides = parse_overrides(list(planner))
-        if method == "df-nomcg":
-            overrides["mcg_samples"] = 1
-        return DiffusionForcingPolicy.from_pretrained(task.name, checkpoint, device, **overrides)
-    if method == "diffuser":
-        from dfplan.policies.diffuser import DiffuserConfig, DiffuserPolicy
-
-        overrides = parse_overrides(list(planner), DiffuserConfig)
-        return DiffuserPolicy.from_pretrained(task.name, checkpoint, device, **overrides)
-    if method == "expert":
-        from dfplan.policies import WaypointExpert
-
-        return WaypointExpert(task.name)
-    if method == "greedy":
-        from dfplan.policies import GreedyPolicy
-
-        return GreedyPolicy()
-    if method == "random":
-        from dfplan.policies import RandomPolicy
-
-        return RandomPolicy()
-    raise UserError(f"unknown method '{method}'; valid methods: {', '.join(METHODS)}")
 
 
 def check_device(device: str | None) -> str:

@@ -21,4 +21,4 @@ echo "== quality: the main job on CUDA (maze2d-large, 100 episodes, seeds 0..99)
 timeout 240 python3 -m dfplan bench maze2d-large --device cuda \
     --out "${OUT:-/tmp}/gpu_check_results" 2>&1 | tail -8
 echo "== long rollouts on CUDA (10x the training window) =="
-timeout 120 python3 -m dfplan.benchmarks.long_rollout --task maze2d-umaze --device cuda --samples 16 2>&1 | tail -13
+timeout 120 python3 -m lab.long_rollout --task maze2d-umaze --device cuda --samples 16 2>&1 | tail -13

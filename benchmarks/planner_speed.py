@@ -17,10 +17,10 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from dfplan.benchmarks.bench import parse_overrides
 from dfplan.envs import get_task
 from dfplan.guidance import GoalReward
 from dfplan.planner import DiffusionForcingPlanner, PlannerConfig
+from dfplan.policies.factory import parse_overrides
 
 
 def load_planner(task_name: str, checkpoint: str | None, device: str) -> DiffusionForcingPlanner:

@@ -11,14 +11,15 @@ numbers, and score against compute. Writes FILE.png and FILE.svg.
 from __future__ import annotations
 
 import argparse
+import io
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from dfplan.envs import get_task
 from dfplan.errors import UserError
+from dfplan.files import atomic_write_bytes
 
 # Diffusion Forcing paper, Table 1 (REFERENCE.md section 3): mean, SE; normalised x100.
 PUBLISHED = {
@@ -135,11 +136,11 @@ def plot(results: list[dict], out: Path) -> list[Path]:
         fontsize=8,
     )
     written = []
-    for suffix in (".png", ".svg"):
-        path = out.with_suffix(suffix)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{suffix}")
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
+    for suffix in ("png", "svg"):
+        path = out.with_suffix(f".{suffix}")
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format=suffix, dpi=110)
+        atomic_write_bytes(path, buffer.getvalue())
         written.append(path)
     return written
 

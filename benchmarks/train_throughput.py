@@ -20,16 +20,12 @@ import torch
 
 from dfplan.checkpoint import MODEL_KINDS
 from dfplan.envs.trajectories import Trajectories
+from dfplan.loss import diffusion_loss
 from dfplan.model import ModelConfig
 from dfplan.normalizer import Normalizer
-from dfplan.temporal_unet import UNetConfig
-from dfplan.train import (
-    WindowSampler,
-    diffuser_loss,
-    diffusion_loss,
-    make_optimizer,
-    recommended_config,
-)
+from dfplan.policies.diffuser_unet import UNetConfig, diffuser_loss
+from dfplan.train import make_optimizer, recommended_config
+from dfplan.windows import WindowSampler
 
 
 def random_trajectories(rows: int = 20_000, episode: int = 2_000, seed: int = 0) -> Trajectories:

@@ -14,10 +14,8 @@ Nothing here calls torch.load or pickle: a pickle renamed to .safetensors is ref
 
 from __future__ import annotations
 
-import glob
 import json
 import os
-import tempfile
 import uuid
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -27,8 +25,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 
 from dfplan.errors import UserError
+from dfplan.files import atomic_write_files
 from dfplan.model import DiffusionForcingModel, ModelConfig
-from dfplan.temporal_unet import TemporalUNet, UNetConfig
+from dfplan.policies.diffuser_unet import TemporalUNet, UNetConfig
 
 FORMAT = "dfplan-checkpoint"
 RESUME_FORMAT = "dfplan-resume"
@@ -55,62 +54,6 @@ def checkpoint_stem(stem_or_path: str | os.PathLike) -> Path:
 
 def _with(stem: Path, suffix: str) -> Path:
     return stem.with_name(stem.name + suffix)
-
-
-def atomic_write_files(files: dict[Path, bytes]) -> None:
-    """Write files so that readers see each one old or new, never partial.
-
-    Each file goes to a hidden temp file next to it (`.NAME.*.tmp`) and is synced; only then are
-    they renamed into place, in the given order. The slow part is over before the first rename.
-    """
-    temps: dict[Path, Path] = {}
-    try:
-        for path, data in files.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            temps[path] = Path(tmp)
-            with os.fdopen(fd, "wb") as f:
-                os.fchmod(fd, 0o644)  # mkstemp makes 0600; a checkpoint is meant to be shared
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-        for path, tmp in temps.items():
-            os.replace(tmp, path)
-    except BaseException:
-        for tmp in temps.values():
-            tmp.unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    atomic_write_files({path: data})
-
-
-def atomic_write_json(path: Path, obj: dict) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
-
-
-def remove_stale_temps(*paths: Path) -> None:
-    """Delete the temp files that a killed atomic write of these paths left behind."""
-    for path in paths:
-        for tmp in Path(path).parent.glob(f".{glob.escape(Path(path).name)}.*.tmp"):
-            tmp.unlink(missing_ok=True)
-
-
-def ensure_writable_dir(path: Path, flag: str, what: str) -> None:
-    """Create folder `path` if needed and check that files can be written in it, so a bad
-    output flag fails at once with one line (UserError), not with a traceback after the work."""
-    if path.exists() and not path.is_dir():
-        raise UserError(f"{flag} {path} exists and is a file; give a folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise UserError(
-            f"cannot write {what} to {path} ({e.strerror}); pass a writable {flag}"
-        ) from None
 
 
 def _pair_files(stem: Path, tensors: dict, info: dict, fmt: str) -> tuple[dict[Path, bytes], str]:

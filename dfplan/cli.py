@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_data)
 
     try:
-        from dfplan.train import add_train_arguments, run_train
+        from dfplan.train_cli import add_train_arguments, run_train
     except ImportError:  # pragma: no cover - the trainer is optional while it is being built
         pass
     else:

@@ -177,3 +177,41 @@ def seeded_generators(
             g.manual_seed(int(s))
         generators.append(g)
     return generators
+
+
+def shift_one_frame(
+    tokens: torch.Tensor,
+    levels: torch.Tensor,
+    frame_stack: int,
+    abar_steps: torch.Tensor,
+    noise: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drop the executed first frame, append a pure-noise frame, re-chunk into tokens.
+
+    tokens: (B, T, D); levels: (B, T) step levels; abar_steps: (S + 1,) abar per step level;
+    noise: (B, T * frame_stack, D / frame_stack) standard normal. A new token straddles two old
+    tokens: it takes the higher of their levels, and the frames from the cleaner one are noised
+    forward to it, q(x_hi | x_lo) = N(sqrt(abar_hi / abar_lo) x_lo, (1 - abar_hi / abar_lo) I).
+    """
+    b, t, d = tokens.shape
+    s = abar_steps.numel() - 1
+    frames = tokens.reshape(b, t * frame_stack, d // frame_stack)  # (B, T * F, Fd)
+    frame_levels = levels.repeat_interleave(frame_stack, dim=1)  # (B, T * F)
+    frames = torch.cat([frames[:, 1:], noise[:, -1:]], dim=1)
+    frame_levels = torch.cat([frame_levels[:, 1:], torch.full_like(frame_levels[:, :1], s)], 1)
+    new_levels = frame_levels.view(b, t, frame_stack).amax(dim=2)  # (B, T)
+    target = new_levels.repeat_interleave(frame_stack, dim=1)
+    frames = renoise(frames, frame_levels, target, abar_steps, noise)
+    return frames.reshape(b, t, d), new_levels
+
+
+def renoise(
+    x: torch.Tensor,
+    level_from: torch.Tensor,
+    level_to: torch.Tensor,
+    abar: torch.Tensor,
+    noise: torch.Tensor,
+) -> torch.Tensor:
+    """Forward-noise x (..., N, D) from per-item levels to higher ones (equal: unchanged)."""
+    ratio = (abar[level_to] / abar[level_from]).unsqueeze(-1).to(x.dtype)
+    return ratio.sqrt() * x + (1 - ratio).clamp(min=0).sqrt() * noise

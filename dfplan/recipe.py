@@ -61,6 +61,7 @@ def planner_settings(maze: str, kind: str = "df") -> dict:
         from dfplan.policies.diffuser import DiffuserConfig as config_cls
 
     entry = model_recipe(maze, kind)
-    config = config_cls(**entry["planner"])
+    read = getattr(config_cls, "from_dict", None) or (lambda d: config_cls(**d))
+    config = read(entry["planner"])
     config.validate()
     return {**asdict(config), "planner_tuning": entry["planner_tuning"]}

@@ -15,6 +15,7 @@ episode stores T actions and T + 1 observations; infos hold goal, qpos, qvel per
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -331,9 +332,10 @@ def read_minari(source: str | os.PathLike) -> Trajectories:
 
 def write_d4rl_hdf5(traj: Trajectories, path: str | os.PathLike) -> None:
     """Write `traj` in D4RL's hdf5 layout (atomically)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
+    from dfplan.files import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
         f["observations"] = traj.observations
         f["actions"] = traj.actions
         f["rewards"] = traj.rewards
@@ -341,7 +343,7 @@ def write_d4rl_hdf5(traj: Trajectories, path: str | os.PathLike) -> None:
         f["timeouts"] = traj.timeouts
         for k, v in traj.infos.items():
             f[f"infos/{k}"] = v
-    os.replace(tmp, path)
+    atomic_write_bytes(Path(path), buffer.getvalue())
 
 
 def _checked(traj: Trajectories, source: str) -> Trajectories:

@@ -4,8 +4,19 @@ Observations (B, 4) in, actions (B, 2) out (unbatched (4,) -> (2,) works too); t
 `info["goal"]` when given. Works in plain gymnasium loops and with `gymnasium.make_vec`.
 """
 
+from dfplan.policies.diffuser import DiffuserPolicy
+from dfplan.policies.diffusion_forcing import DiffusionForcingPolicy
 from dfplan.policies.expert import WaypointExpert
+from dfplan.policies.factory import METHODS, make_policy
 from dfplan.policies.greedy import GreedyPolicy
 from dfplan.policies.random import RandomPolicy
 
-__all__ = ["GreedyPolicy", "RandomPolicy", "WaypointExpert"]
+__all__ = [
+    "METHODS",
+    "DiffuserPolicy",
+    "DiffusionForcingPolicy",
+    "GreedyPolicy",
+    "RandomPolicy",
+    "WaypointExpert",
+    "make_policy",
+]

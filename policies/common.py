@@ -127,10 +127,12 @@ class PlannerPolicy:
         task: str,
         checkpoint: str | Path | None = None,
         device: str | None = None,
+        planner_key: str = "planner",
         **planner_overrides,
     ):
         """Load the checkpoint of this kind shipped for `task` (or `checkpoint`) with its tuned
-        planner settings; `planner_overrides` replace fields of CONFIG.
+        planner settings (the checkpoint JSON's `planner_key` entry); `planner_overrides`
+        replace fields of CONFIG.
 
         A checkpoint of another maze or kind, or with bad settings, raises UserError (one line).
         """
@@ -151,7 +153,11 @@ class PlannerPolicy:
                 f"{spec.maze} maze of {spec.name}; use a checkpoint trained on {spec.dataset_task}"
             )
         try:
-            config = replace(cls.CONFIG(**meta.get("planner", {})), **planner_overrides)
+            if planner_key != "planner" and planner_key not in meta:
+                raise KeyError(f"no '{planner_key}' settings")
+            settings = meta.get(planner_key, {})
+            read = getattr(cls.CONFIG, "from_dict", None) or (lambda d: cls.CONFIG(**d))
+            config = replace(read(settings), **planner_overrides)
             config.validate()
             normalizer = Normalizer.from_dict(meta["normalizer"])
         except (TypeError, ValueError, KeyError) as e:

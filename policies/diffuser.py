@@ -5,7 +5,7 @@
     action = policy.act(obs, info)        # (4,) -> (2,) or (B, 4) -> (B, 2)
 
 Diffuser's Maze2D recipe (Janner et al. 2022; REFERENCE.md section 3), on our temporal U-Net
-(dfplan.temporal_unet):
+(dfplan.policies.diffuser_unet):
 - **Plan**: sample a whole plan of H rows [o_t, a_t] by full-sequence diffusion, every row at one
   noise level, from pure noise to clean; after every network call and every step the first state
   is set to the current observation and the last to (goal, zero velocity) (inpainting). Default:
@@ -36,8 +36,8 @@ import torch
 from dfplan import diffusion
 from dfplan.normalizer import Normalizer
 from dfplan.policies.common import PlannerPolicy
+from dfplan.policies.diffuser_unet import TemporalUNet, inpaint
 from dfplan.schedules import to_train_levels
-from dfplan.temporal_unet import TemporalUNet, inpaint
 
 
 @dataclass

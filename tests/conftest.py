@@ -1,11 +1,17 @@
 """Keep every test away from the user's real data folders and from the source tree.
 
 Tests run in a fresh temporary working directory, so subprocesses (`python -m dfplan ...`) import
-the installed package, never the source folder of the same name.
+the installed package, never the source folder of the same name. The clone's root goes at the end
+of sys.path, so the lab probes (`lab.*`) import while `dfplan` stays the installed package.
 """
+
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+
+sys.path.append(str(Path(__file__).resolve().parents[1]))
 
 
 @pytest.fixture(autouse=True)

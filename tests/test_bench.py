@@ -110,9 +110,9 @@ def test_torchrun_and_workers_give_the_same_episodes_as_one_process(tmp_path, ti
 
 def test_episodes_on_an_explicit_seed_list_match_the_same_seeds_run_alone():
     from dfplan.benchmarks.harness import run_episodes
-    from dfplan.benchmarks.seed_list import parse_seeds
     from dfplan.envs import get_task
     from dfplan.policies import WaypointExpert
+    from lab.seed_list import parse_seeds
 
     assert parse_seeds("5-7,2") == [5, 6, 7, 2]
     task = get_task("maze2d-umaze")
@@ -130,9 +130,9 @@ def test_hold_probe_places_the_agent_and_counts_steps_at_the_goal():
     away it needs some steps to arrive, so it collects fewer."""
     import gymnasium as gym
 
-    from dfplan.benchmarks.bench import make_policy
-    from dfplan.benchmarks.hold_probe import hold
     from dfplan.envs import get_task
+    from dfplan.policies import make_policy
+    from lab.hold_probe import hold
 
     task = get_task("maze2d-umaze")
     expert = make_policy("expert", task, None, "cpu")

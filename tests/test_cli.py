@@ -123,12 +123,12 @@ def bench(*args: str) -> list[str]:
 @pytest.mark.parametrize(
     "args,fragments",
     [
-        (["--method", "foo"], ["unknown method 'foo'; valid methods: df, df-nomcg"]),
+        (["--method", "foo"], ["unknown method 'foo'; valid methods: df, df-paper, df-nomcg"]),
         (["--episodes", "0"], ["--episodes must be a positive number, got 0"]),
         (["--seed", "-3"], ["--seed must be >= 0, got -3"]),
         (["--planner", "warp=9"], ["--planner takes FIELD=VALUE", "sampling_steps"]),
         (["--planner", "mcg_samples=0"], ["bad planner settings", "must be >= 1"]),
-        (["--planner", "warm_start=maybe"], ["--planner warm_start needs a value of type bool"]),
+        (["--planner", "carry_x0=maybe"], ["--planner carry_x0 needs a value of type bool"]),
         (["--label", "a/b"], ["--label may use letters, digits and _.+- only"]),
         (["--device", "tpu"], ["unknown device 'tpu'; use cpu or cuda"]),
     ],

@@ -22,9 +22,10 @@ from dfplan.envs.trajectories import Trajectories
 from dfplan.errors import UserError
 from dfplan.policies import WaypointExpert
 from dfplan.policies.diffuser import DiffuserConfig, DiffuserPlanner, DiffuserPolicy, pd_action
+from dfplan.policies.diffuser_unet import TemporalUNet, UNetConfig, window_to_plan
 from dfplan.policies.diffusion_forcing import DiffusionForcingPolicy
-from dfplan.temporal_unet import TemporalUNet, UNetConfig, window_to_plan
-from dfplan.train import TrainConfig, add_train_arguments, recommended_config, run_train, train
+from dfplan.train import TrainConfig, recommended_config, train
+from dfplan.train_cli import add_train_arguments, run_train
 
 TINY = UNetConfig(horizon=16, dim=8, dim_mults=(1, 2), num_levels=8)
 

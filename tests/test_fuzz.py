@@ -44,11 +44,12 @@ planner_settings = st.fixed_dictionaries(
     {
         "sampling_steps": st.integers(1, 8),
         "mcg_samples": st.integers(1, 4),
-        "warm_start": st.booleans(),
         "refresh_rows": st.integers(1, 8),
         "guidance_scale": st.floats(0, 1e3),
         "horizon_tokens": st.integers(0, 6),  # 0: the model's 4; above 4: capped to it
-        "schedule": st.sampled_from(["pyramid", "full_sequence", "autoregressive"]),
+        "uncertainty": st.floats(0, 8),  # 0: full sequence; up to one token at a time
+        "goal_weight": st.floats(0, 5),
+        "warm_candidates": st.integers(1, 3),
     }
 )
 

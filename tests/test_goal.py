@@ -14,10 +14,12 @@ from test_train import expert_trajectories, tiny_config
 
 import dfplan  # noqa: F401  (registers the env ids)
 from dfplan.checkpoint import load_checkpoint
+from dfplan.loss import diffusion_loss
 from dfplan.model import DiffusionForcingModel, ModelConfig
 from dfplan.planner import Condition, DiffusionForcingPlanner, PlannerConfig
 from dfplan.policies.diffusion_forcing import DiffusionForcingPolicy
-from dfplan.train import WindowSampler, dataset_fingerprint, diffusion_loss, lr_at, train
+from dfplan.train import lr_at, train
+from dfplan.windows import WindowSampler, dataset_fingerprint
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 OBS = np.array([[1.0, 1.0, 0.0, 0.0], [3.0, 2.5, 0.2, -0.1]])

@@ -8,6 +8,7 @@ from helpers import TINY_NORMALIZER
 
 from dfplan import diffusion
 from dfplan import planner as planner_module
+from dfplan.diffusion import shift_one_frame
 from dfplan.guidance import (
     ActionEnergyReward,
     GoalReward,
@@ -16,7 +17,7 @@ from dfplan.guidance import (
     clip_token_norm,
 )
 from dfplan.model import DiffusionForcingModel, ModelConfig, tokens_to_frames
-from dfplan.planner import Condition, DiffusionForcingPlanner, PlannerConfig, shift_one_frame
+from dfplan.planner import Condition, DiffusionForcingPlanner, PlannerConfig
 from dfplan.rollout import rollout
 
 
@@ -27,7 +28,11 @@ def tiny_planner(seed=0, prediction="x0", **kw):
             n_layer=2, n_head=2, n_embd=32, max_tokens=6, frame_stack=4, prediction=prediction
         )
     )
-    return DiffusionForcingPlanner(model, TINY_NORMALIZER, PlannerConfig(sampling_steps=6, **kw))
+    # Reward guidance with MCG on unless a test says otherwise: most tests here exercise it.
+    settings = {"guidance_scale": 0.3, "mcg_samples": 4, "refresh_rows": 2, **kw}
+    return DiffusionForcingPlanner(
+        model, TINY_NORMALIZER, PlannerConfig(sampling_steps=6, **settings)
+    )
 
 
 def test_actions_are_finite_and_in_bounds_for_random_observations():
@@ -47,9 +52,7 @@ def test_guidance_moves_the_plan_toward_the_goal():
         # Full-sequence schedule: every token is clean at the end, so the whole plan is compared.
         # An untrained v-predicting model: x0 = sqrt(abar) x - sqrt(1 - abar) v depends
         # on x, as a trained model's does, so the reward gradient has something to act on.
-        planner = tiny_planner(
-            guidance_scale=scale, mcg_samples=1, schedule="full_sequence", prediction="v"
-        )
+        planner = tiny_planner(guidance_scale=scale, mcg_samples=1, uncertainty=0.0, prediction="v")
         planner.reset(1, seeds=[0])
         planner.act(np.array([[2.0, 2.0, 0.0, 0.0]]), GoalReward(goal), steps_left=24)
         plan = planner.to_plan(planner.tokens, torch.tensor([24]))
@@ -116,36 +119,30 @@ def test_mcg_with_one_sample_is_plain_guidance():
     assert torch.isfinite(mcg).all() and not torch.allclose(mcg, ours)
 
 
-# The last case stacks two warm draws per env (each env's noise for both from its generator).
+# Later cases stack two warm draws per env (each env's noise for both from its generator), carry
+# x0, and condition on per-env goals with classifier-free guidance.
 @pytest.mark.parametrize(
-    "warm,eta,carry,draws,stall",
-    [
-        (True, 0.0, False, 1, 0),
-        (False, 0.0, False, 1, 0),
-        (True, 0.5, False, 1, 0),
-        (True, 0.5, True, 2, 0),
-        (True, 0.5, True, 2, 5),  # speeds are U(0, 4) * sqrt(2): some envs stall under 2.5
-    ],
+    "carry,draws,goal_weight",
+    [(False, 1, 1.0), (True, 2, 1.0), (True, 2, 2.0), (False, 1, 0.0)],
 )
-def test_a_batch_plans_like_single_planners_with_the_same_seeds(warm, eta, carry, draws, stall):
+def test_a_batch_plans_like_single_planners_with_the_same_seeds(carry, draws, goal_weight):
     rng = np.random.default_rng(1)
     obs = rng.uniform(0, 4, size=(8, 4))
     goals = torch.as_tensor(rng.uniform(0, 4, size=(8, 2)), dtype=torch.float32)
-    kw = dict(mcg_samples=3, warm_start=warm, eta=eta, carry_x0=carry, warm_candidates=draws)
-    kw.update(stall_refresh_rows=stall, stall_speed=2.5)
+    kw = dict(mcg_samples=3, carry_x0=carry, warm_candidates=draws, goal_weight=goal_weight)
     batched = tiny_planner(**kw)
     batched.reset(8, seeds=list(range(100, 108)))
-    together = [batched.act(obs, GoalReward(goals), 20) for _ in range(3)]
+    together = [batched.act(obs, GoalReward(goals), 20, goals) for _ in range(3)]
     for k in range(8):
         single = tiny_planner(**kw)
         single.reset(1, seeds=[100 + k])
         for step in range(3):
-            a = single.act(obs[k : k + 1], GoalReward(goals[k : k + 1]), 20)
+            a = single.act(obs[k : k + 1], GoalReward(goals[k : k + 1]), 20, goals[k : k + 1])
             np.testing.assert_allclose(a[0], together[step][k], rtol=1e-4, atol=1e-5)
 
 
 def test_a_padding_row_leaves_waiting_plans_and_their_carried_x0_exactly_as_they_were():
-    planner = tiny_planner(mcg_samples=2, eta=0.5)
+    planner = tiny_planner(mcg_samples=2)
     planner.reset(2, seeds=[0, 1])
     first_obs, steps_left, tokens = planner._prepare(np.full((2, 4), 2.0), 20)
     d = planner.model.config.token_dim
@@ -158,45 +155,32 @@ def test_a_padding_row_leaves_waiting_plans_and_their_carried_x0_exactly_as_they
     assert not torch.allclose(x_next[0], x[0]) and not torch.allclose(x0[0], x0_carried[0])
 
 
-def test_a_stalled_env_refreshes_deeper_and_a_moving_one_does_not():
-    """With `stall_refresh_rows`, an env at rest plans as with refresh_rows = stall_refresh_rows,
-    a moving one as without the option; a batch mixing the two equals single planners."""
-    rest, moving = np.array([2.0, 2.0, 0.0, 0.05]), np.array([1.0, 2.5, 1.0, -0.5])
-    goal = torch.tensor([[3.0, 3.0]])
-    stall = dict(
-        refresh_rows=1,
-        stall_refresh_rows=4,
-        stall_speed=0.1,
-        mcg_samples=2,
-        eta=0.3,
-        warm_candidates=2,
-    )
-
-    def actions(obs, **kw):
-        planner = tiny_planner(**kw)
-        planner.reset(len(obs), seeds=list(range(len(obs))))
-        reward = GoalReward(goal.expand(len(obs), 2))
-        return np.stack([planner.act(obs, reward, 20 - t) for t in range(4)])
-
-    stalled = actions(rest[None], **stall)
-    np.testing.assert_array_equal(
-        stalled, actions(rest[None], **{**stall, "refresh_rows": 4, "stall_refresh_rows": 0})
-    )
-    np.testing.assert_array_equal(
-        actions(moving[None], **stall), actions(moving[None], **{**stall, "stall_refresh_rows": 0})
-    )
-    plain = actions(rest[None], **{**stall, "stall_refresh_rows": 0})
-    assert not np.allclose(stalled, plain)  # the deeper refresh matters
-    together = actions(np.stack([rest, moving]), **stall)
-    planner = tiny_planner(**stall)  # env 1 alone, with its batch seed
-    planner.reset(1, seeds=[1])
-    alone = [planner.act(moving[None], GoalReward(goal), 20 - t)[0] for t in range(4)]
-    np.testing.assert_allclose(together[:, 1], np.stack(alone), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(together[:, :1], stalled, rtol=1e-4, atol=1e-5)
-    with pytest.raises(ValueError, match="stall_speed"):
-        tiny_planner(stall_speed=-1.0)
-    with pytest.raises(ValueError, match="stall_speed"):
-        tiny_planner(stall_speed=float("inf"))
+def test_checkpoints_written_with_retired_settings_load_where_those_were_off():
+    old = {
+        "sampling_steps": 10,
+        "schedule": "pyramid",
+        "warm_start": True,
+        "guide_waiting": False,
+        "eta": 0.0,
+        "candidates": 1,
+        "deep_refresh_rows": 0,
+        "stall_refresh_rows": 0,
+        "stall_speed": 0.1,
+        "guidance_scale": 0.3,
+    }
+    config = PlannerConfig.from_dict(old)
+    assert config == PlannerConfig(sampling_steps=10, guidance_scale=0.3)
+    full = PlannerConfig.from_dict({"sampling_steps": 6, "schedule": "full_sequence"})
+    assert full.uncertainty == 0.0
+    one_by_one = PlannerConfig.from_dict({"sampling_steps": 6, "schedule": "autoregressive"})
+    assert one_by_one.uncertainty == 6.0
+    for relied_on in ({"eta": 0.5}, {"candidates": 4}, {"stall_refresh_rows": 5}):
+        with pytest.raises(ValueError, match="not supported any more"):
+            PlannerConfig.from_dict({**old, **relied_on})
+    with pytest.raises(ValueError, match="goal_weight"):
+        tiny_planner(goal_weight=-1.0)
+    with pytest.raises(ValueError, match="goal_weight"):
+        tiny_planner(goal_weight=float("inf"))
 
 
 # The second case stacks two warm draws, carries x0, and changes the plan length between steps.
@@ -247,7 +231,7 @@ def test_warm_start_shift_keeps_the_plan_in_order():
 def test_warm_start_executes_a_clean_first_token_and_costs_fewer_rows():
     calls = {}
     for warm in (True, False):
-        planner = tiny_planner(warm_start=warm, refresh_rows=2, mcg_samples=1)
+        planner = tiny_planner(refresh_rows=2, mcg_samples=1)
         planner.reset(1, seeds=[0])
         count = 0
 
@@ -258,6 +242,8 @@ def test_warm_start_executes_a_clean_first_token_and_costs_fewer_rows():
         planner.model.register_forward_pre_hook(counting)
         obs = np.array([[2.0, 2.0, 0.0, 0.0]])
         for t in range(3):
+            if not warm:
+                planner.forget([0])  # plan from noise every step
             planner.act(obs, GoalReward(torch.tensor([3.0, 3.0])), 24 - t)
         calls[warm] = count
     assert calls[True] < calls[False]
@@ -268,7 +254,7 @@ def test_carry_x0_saves_one_forward_per_warm_pass_and_shifts_the_last_x0():
     reward = GoalReward(torch.tensor([3.0, 3.0]))
     calls = {}
     for carry in (False, True):
-        planner = tiny_planner(mcg_samples=2, deep_refresh_rows=4, carry_x0=carry)
+        planner = tiny_planner(mcg_samples=2, carry_x0=carry)
         planner.reset(1, seeds=[0])
         planner.act(obs, reward, 24)  # cold start: the same work either way
         count = 0
@@ -282,7 +268,7 @@ def test_carry_x0_saves_one_forward_per_warm_pass_and_shifts_the_last_x0():
             action = planner.act(obs, reward, 23 - t)
             assert np.all(np.isfinite(action)) and np.all(np.abs(action) <= 1)
         calls[carry] = count
-    assert calls[False] - calls[True] == 3 * 2  # 3 warm decisions x 2 passes (shallow, deep)
+    assert calls[False] - calls[True] == 3  # one forward pass saved per warm decision
     # The carried estimate is the last x0 without the executed frame, padded at the far end.
     fs = planner.frame_stack
     old = tokens_to_frames(planner.x0, fs)
@@ -332,66 +318,41 @@ def test_other_rewards_plug_in():
     assert a.shape == (2, 2) and np.all(np.isfinite(a))
 
 
-def test_cold_start_candidates_keep_the_best_plan_by_reward():
+def test_warm_candidates_keep_the_best_plan_by_reward():
     reward = GoalReward(torch.tensor([[3.0, 3.0], [1.0, 2.0], [2.0, 1.0]]))
     obs = np.array([[2.0, 2.0, 0.0, 0.0], [1.5, 2.5, 0.1, 0.0], [2.5, 1.5, 0.0, -0.1]])
-    scores = {}
-    for k in (1, 4):
-        planner = tiny_planner(candidates=k, guidance_scale=0.5, mcg_samples=2)
-        planner.reset(3, seeds=[0, 1, 2])
-        first_obs, steps_left, tokens = planner._prepare(obs, 20)
-        profile = planner_module.cold_schedule(planner.config, tokens)
-        cold = torch.ones(3, dtype=torch.bool)
-        _, x0 = planner._cold_start(profile, cold, first_obs, reward, steps_left)
-        scores[k] = reward(planner.to_plan(x0, steps_left))
-    # candidate 1 of 4 is the single plan (same generator, same draws), so 4 can only be better
-    assert torch.all(scores[4] >= scores[1] - 1e-5)
-    assert torch.any(scores[4] > scores[1] + 1e-3)
+    planner = tiny_planner(warm_candidates=4, guidance_scale=0.5, mcg_samples=2)
+    planner.reset(3, seeds=[0, 1, 2])
+    planner.act(obs, reward, 20)  # cold start
+    cond, steps_left, tokens = planner._prepare(obs, 19)
+    floor = planner_module.cold_schedule(planner.config, tokens)[-1]
+    drawn = {}
+    best_of = planner._best_of
 
+    def spy(xs, x0s, *args):
+        drawn["x0s"] = x0s
+        return best_of(xs, x0s, *args)
 
-def test_warm_candidates_and_deep_refresh_keep_the_best_plan_by_reward():
-    reward = GoalReward(torch.tensor([[3.0, 3.0], [1.0, 2.0], [2.0, 1.0]]))
-    obs = np.array([[2.0, 2.0, 0.0, 0.0], [1.5, 2.5, 0.1, 0.0], [2.5, 1.5, 0.0, -0.1]])
+    planner._best_of = spy
+    warm = torch.ones(3, dtype=torch.bool)
+    _, x0 = planner._warm_start(floor, tokens, warm, cond, reward, steps_left)
 
-    def warm_planner(k, deep):
-        planner = tiny_planner(
-            warm_candidates=k, deep_refresh_rows=deep, guidance_scale=0.5, mcg_samples=2
-        )
-        planner.reset(3, seeds=[0, 1, 2])
-        planner.act(obs, reward, 20)  # cold start: the same for every setting
-        first_obs, steps_left, tokens = planner._prepare(obs, 19)
-        floor = planner_module.cold_schedule(planner.config, tokens)[-1]
-        warm = torch.ones(3, dtype=torch.bool)
-        args = (floor, tokens, warm, first_obs, reward, steps_left)
-        return planner, args, steps_left
-
-    def score(planner, x0, steps_left):
+    def score(x0):
         return reward(planner.to_plan(x0, steps_left))
 
     # K stacked draws: K different plans per env, and the kept one is the best of them.
-    planner, args, steps_left = warm_planner(4, 0)
-    states = [g.get_state() for g in planner.generators]
-    _, x0_all = planner._refresh(*args, planner.config.refresh_rows, 4)
-    for g, state in zip(planner.generators, states, strict=True):
-        g.set_state(state)
-    _, x0 = planner._warm_start(*args, planner.config.refresh_rows)
-    each = torch.stack([score(planner, x0c, steps_left) for x0c in x0_all.split(3)])  # (4, B)
-    torch.testing.assert_close(score(planner, x0, steps_left), each.amax(dim=0))
+    each = torch.stack([score(x0c) for x0c in drawn["x0s"].split(3)])  # (4, B)
+    assert each.shape == (4, 3)
+    torch.testing.assert_close(score(x0), each.amax(dim=0))
     assert torch.any(each.amax(dim=0) > each[0] + 1e-3)  # the extra draws do win somewhere
     assert np.all(np.abs(planner.act(obs, reward, 18)) <= 1.0)
-    # A deep draw comes after the single shallow one (same generator, same first draw).
-    scores = {}
-    for deep in (0, 4):
-        planner, args, steps_left = warm_planner(1, deep)
-        x0 = planner._warm_start(*args, planner.config.refresh_rows)[1]
-        scores[deep] = score(planner, x0, steps_left)
-        assert np.all(np.abs(planner.act(obs, reward, 18)) <= 1.0)
-    assert torch.all(scores[4] >= scores[0] - 1e-5)
-    assert torch.any(scores[4] > scores[0] + 1e-3)
-    with pytest.raises(ValueError, match="candidates"):
+    # Without a reward there is nothing to choose by: one draw.
+    planner.act(obs, None, 17)
+    assert drawn["x0s"].shape[0] == 3
+    with pytest.raises(ValueError, match="warm_candidates"):
         tiny_planner(warm_candidates=0)
-    with pytest.raises(ValueError, match="deep_refresh_rows"):
-        tiny_planner(deep_refresh_rows=-1)
+    with pytest.raises(ValueError, match="horizon_tokens"):
+        tiny_planner(horizon_tokens=-1)
 
 
 def test_rollout_runs_past_the_training_window_and_is_reproducible():

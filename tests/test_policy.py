@@ -51,9 +51,9 @@ def test_missing_shipped_checkpoint_says_how_to_train(monkeypatch, tmp_path):
 
 
 def test_model_probes_on_a_tiny_model(tiny_checkpoint):
-    from dfplan.benchmarks.model_probes import probe, wall_fraction
     from dfplan.envs import get_task
     from dfplan.envs.layouts import UMAZE, parse_layout
+    from lab.model_probes import probe, wall_fraction
 
     layout = parse_layout(UMAZE)
     # (1, 1) free, (2, 1) wall, (-3, 0) outside the maze.
@@ -70,8 +70,8 @@ def test_replay_floor_replays_rollouts_exactly_and_grows_with_action_noise():
     """Two random-action umaze rollouts of 60 steps, stored as float32 like a dataset: their own
     actions replay them (error ~0) and noisy ones do not. With a 59-step horizon each episode
     holds exactly one window; one that crossed into the other episode would be far off."""
-    from dfplan.benchmarks.model_probes import replay_floor
     from dfplan.envs import get_task
+    from lab.model_probes import replay_floor
 
     task = get_task("maze2d-umaze")
     env = gym.make(task.env_id)
@@ -95,8 +95,8 @@ def test_replay_floor_replays_rollouts_exactly_and_grows_with_action_noise():
 
 def test_denoise_errors_measure_the_first_frame(tiny_checkpoint):
     """A model that returns the true clean tokens scores zero; the tiny model does not."""
-    from dfplan.benchmarks.model_probes import denoise_errors
-    from dfplan.train import WindowSampler
+    from dfplan.windows import WindowSampler
+    from lab.model_probes import denoise_errors
 
     policy = DiffusionForcingPolicy.from_pretrained("maze2d-umaze", tiny_checkpoint, "cpu")
     model, normalizer = policy.planner.model, policy.planner.normalizer

@@ -1,8 +1,9 @@
 """Resource bounds: the planner's memory stays flat over a long episode and keeps no autograd
-graph; `benchmarks/peak_rss.py` reports a command's peak memory."""
+graph; `lab/peak_rss.py` reports a command's peak memory."""
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import torch
 
 from dfplan.benchmarks.planner_memory import run, tiny_policy
 
-PEAK_RSS = (sys.executable, "-m", "dfplan.benchmarks.peak_rss")
+PEAK_RSS = (sys.executable, str(Path(__file__).parents[1] / "lab" / "peak_rss.py"))
 
 
 @pytest.fixture

@@ -24,20 +24,13 @@ import dfplan  # noqa: F401  (registers the env ids)
 from dfplan.checkpoint import load_checkpoint
 from dfplan.envs.trajectories import Trajectories
 from dfplan.errors import UserError
+from dfplan.loss import diffusion_loss, noisy_batch, sample_levels
 from dfplan.model import ModelConfig
 from dfplan.normalizer import Normalizer
 from dfplan.policies import WaypointExpert
-from dfplan.train import (
-    TrainConfig,
-    WindowSampler,
-    add_train_arguments,
-    diffusion_loss,
-    noisy_batch,
-    recommended_config,
-    run_train,
-    sample_levels,
-    train,
-)
+from dfplan.train import TrainConfig, recommended_config, train
+from dfplan.train_cli import add_train_arguments, run_train
+from dfplan.windows import WindowSampler
 
 EPISODE_STEPS = 300
 TINY_MODEL = ModelConfig(n_layer=2, n_head=2, n_embd=32, max_tokens=5)

@@ -1,6 +1,6 @@
 """Score the map-aware waypoint expert under the benchmark protocol.
 
-    python -m dfplan.benchmarks.expert_scores [--episodes 100] [--seed 0] [--tasks ...]
+    python -m lab.expert_scores [--episodes 100] [--seed 0] [--tasks ...]
 
 Protocol: full D4RL time limit, sparse reward (radius 0.5), episodes with seeds seed..seed+N-1,
 D4RL-normalised mean +- standard error, success = reached the goal at least once.

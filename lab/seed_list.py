@@ -1,8 +1,8 @@
 """Score a method on an explicit list of seeds: tuning sets and failure cases.
 
-    python -m dfplan.benchmarks.seed_list maze2d-umaze --seeds 2000-2015 [--method df]
+    python -m lab.seed_list maze2d-umaze --seeds 2000-2015 [--method df]
         [--checkpoint P] [--planner FIELD=VALUE ...]
-    python -m dfplan.benchmarks.seed_list maze2d-umaze --seeds 2013,2023,2025,2028
+    python -m lab.seed_list maze2d-umaze --seeds 2013,2023,2025,2028
 
 The protocol of `dfplan bench` (full episodes, the policy's own actions, D4RL-normalised) on the
 given seeds, run as one batch; prints the mean ± SE, the failures (never reached the goal), the
@@ -15,9 +15,9 @@ import argparse
 
 import numpy as np
 
-from dfplan.benchmarks.bench import make_policy
 from dfplan.benchmarks.harness import run_episodes
 from dfplan.envs import get_task
+from dfplan.policies import make_policy
 
 
 def parse_seeds(text: str) -> list[int]:

@@ -197,3 +197,32 @@ class TemporalUNet(nn.Module):
             x = torch.cat([x, skips.pop()], dim=1)
             x = up(res2(res1(x, emb), emb))
         return self.final(x).transpose(1, 2)  # (B, H, D)
+
+
+def diffuser_loss(
+    model: TemporalUNet,
+    first_obs: torch.Tensor,
+    frames: torch.Tensor,
+    generator: torch.Generator,
+    net: torch.nn.Module | None = None,
+    goals: torch.Tensor | None = None,
+    goal_dropout: float = 0.0,
+) -> torch.Tensor:
+    """Diffuser's loss: MSE of the predicted clean plan, with one noise level per window.
+
+    first_obs (B, obs_dim) and frames (B, H, frame_dim) are a WindowSampler batch (frame_stack 1),
+    turned into plan rows [o_t, a_t]. As in Diffuser, the first and last states are inpainted
+    (set to their true values) in the noisy input and in the prediction, so they carry no loss.
+    Goals are ignored: Diffuser's goal is the inpainted last state.
+    """
+    x0 = window_to_plan(first_obs, frames)  # (B, H, D)
+    b, h, _ = x0.shape
+    od = model.config.obs_dim
+    levels = torch.randint(
+        1, model.config.num_levels + 1, (b,), generator=generator, device=x0.device
+    )
+    noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    x_noisy = diffusion.q_sample(x0, levels[:, None].expand(b, h), model.abar, noise)
+    first, last = x0[:, 0, :od], x0[:, -1, :od]
+    pred = (net or model)(inpaint(x_noisy, first, last), levels).float()
+    return (inpaint(pred, first, last) - x0).pow(2).mean()

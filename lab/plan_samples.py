@@ -1,7 +1,7 @@
 """Print whole plans sampled from one start state, unguided and guided, to see what the model
 and the guidance propose.
 
-    python -m dfplan.benchmarks.plan_samples maze2d-umaze --seed 2013 [--samples 6]
+    python -m lab.plan_samples maze2d-umaze --seed 2013 [--samples 6]
         [--checkpoint P] [--planner FIELD=VALUE ...]
 
 For the env reset with `--seed`, the planner samples `--samples` whole plans from pure noise
@@ -17,10 +17,10 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from dfplan.benchmarks.bench import make_policy
-from dfplan.benchmarks.model_probes import wall_fraction
 from dfplan.envs import get_task
 from dfplan.guidance import GoalReward
+from dfplan.policies import make_policy
+from lab.model_probes import wall_fraction
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """Can the planner hold a goal? Start the agent at a chosen state and count steps near the goal.
 
-    python -m dfplan.benchmarks.hold_probe maze2d-large --state 7,9,0,0 [--steps 100]
+    python -m lab.hold_probe maze2d-large --state 7,9,0,0 [--steps 100]
         [--policy-seeds 3] [--method df] [--checkpoint P] [--planner FIELD=VALUE ...]
 
 The episode's goal is the task's (reset with `--env-seed`); the agent is then placed at
@@ -17,9 +17,9 @@ import argparse
 import gymnasium as gym
 import numpy as np
 
-from dfplan.benchmarks.bench import make_policy
 from dfplan.envs import get_task
 from dfplan.errors import UserError
+from dfplan.policies import make_policy
 
 
 def hold(task, policy, state: np.ndarray, steps: int, policy_seed: int, env_seed: int):

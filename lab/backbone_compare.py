@@ -1,6 +1,6 @@
 """Training-step time: dfplan's causal transformer vs a GRU chain of the official DF Maze2D shape.
 
-    python -m dfplan.benchmarks.backbone_compare [--threads N] [--steps N]
+    python -m lab.backbone_compare [--threads N] [--steps N]
 
 One step = forward + backward + AdamW on a batch of 64 windows of 30 tokens (60 numbers each),
 per-token noise levels, MSE. The GRU backbone follows the official Maze2D planner's shape

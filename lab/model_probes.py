@@ -1,6 +1,6 @@
 """Model-quality probes: is an unguided sample from the model a plausible, physical trajectory?
 
-    python -m dfplan.benchmarks.model_probes --task maze2d-umaze [--checkpoint P] [--samples 100]
+    python -m lab.model_probes --task maze2d-umaze [--checkpoint P] [--samples 100]
         [--planner FIELD=VALUE ...]
 
 For each of N real start states (env resets with seeds seed..seed+N-1) the model samples one
@@ -89,7 +89,7 @@ def denoise_errors(
     import torch
 
     from dfplan import diffusion
-    from dfplan.train import WindowSampler, dataset_goals
+    from dfplan.windows import WindowSampler, dataset_goals
 
     cfg = model.config
     goals = dataset_goals(data) if cfg.goal_dim else None
@@ -136,7 +136,7 @@ def replay_floor(
 
 
 def main() -> None:
-    from dfplan.benchmarks.bench import make_policy
+    from dfplan.policies import make_policy
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="maze2d-umaze")

@@ -1,7 +1,7 @@
 """Peak resident memory and wall time of a command, e.g. a bench or a training run.
 
-    python -m dfplan.benchmarks.peak_rss -- dfplan bench maze2d-large --episodes 100
-    python -m dfplan.benchmarks.peak_rss -- dfplan train maze2d-large --steps 200 --out /tmp/run
+    python -m lab.peak_rss -- dfplan bench maze2d-large --episodes 100
+    python -m lab.peak_rss -- dfplan train maze2d-large --steps 200 --out /tmp/run
 
 Runs the command as a child process, lets its output through, and prints one line: the peak
 resident set size (RSS) and the wall time. The peak is the kernel's `ru_maxrss` over the waited-for
@@ -31,7 +31,7 @@ def peak_rss_of(command: list[str]) -> tuple[int, float, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m dfplan.benchmarks.peak_rss",
+        prog="python -m lab.peak_rss",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -1,6 +1,6 @@
 """Long rollouts: does sampling autoregressively for 10x the training horizon stay bounded?
 
-    python -m dfplan.benchmarks.long_rollout --task maze2d-umaze [--horizons 10] [--samples 16]
+    python -m lab.long_rollout --task maze2d-umaze [--horizons 10] [--samples 16]
 
 From N real start states (env resets, seeds seed..seed+N-1) the model rolls out, one token at a
 time with a sliding context window (dfplan.rollout), `horizons` x its training window. The
@@ -19,10 +19,10 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from dfplan.benchmarks.model_probes import wall_fraction
 from dfplan.envs import get_task
 from dfplan.model import tokens_to_frames
 from dfplan.rollout import rollout
+from lab.model_probes import wall_fraction
 
 
 def segment_stats(planner, tokens: torch.Tensor, layout: np.ndarray) -> list[dict]:

@@ -1,0 +1,82 @@
+"""One place that builds a policy by method name, for the bench, the CLI and scripts.
+
+policy = make_policy("df", "maze2d-large")                   # the shipped planner
+policy = make_policy("df", "maze2d-large", "runs/x/latest", planner=["goal_weight=2"])
+"""
+
+from __future__ import annotations
+
+from dfplan.envs import get_task
+from dfplan.errors import UserError
+
+METHODS = ("df", "df-paper", "df-nomcg", "diffuser", "expert", "greedy", "random")
+
+
+def parse_overrides(pairs: list[str], config_cls: type | None = None) -> dict:
+    """['guidance_scale=0.5', 'warm_start=false'] -> typed overrides of `config_cls`'s fields
+    (default: the DF planner's PlannerConfig)."""
+    from dataclasses import fields
+
+    from dfplan.planner import PlannerConfig
+
+    types = {f.name: f.type for f in fields(config_cls or PlannerConfig)}
+    out = {}
+    for pair in pairs:
+        name, _, text = pair.partition("=")
+        if name not in types or not text:
+            raise UserError(
+                f"--planner takes FIELD=VALUE with FIELD one of {', '.join(types)}; got '{pair}'"
+            )
+        kind = types[name] if isinstance(types[name], str) else types[name].__name__
+        try:
+            if kind == "bool":
+                if text.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError
+                out[name] = text.lower() in ("true", "1")
+            else:
+                out[name] = {"int": int, "float": float, "str": str}[kind](text)
+        except ValueError:
+            msg = f"--planner {name} needs a value of type {kind}, got '{text}'"
+            raise UserError(msg) from None
+    return out
+
+
+def make_policy(
+    method: str, task, checkpoint: str | None = None, device: str | None = None, planner=()
+):
+    """The policy of `method` for `task` (a name or Task): learned ones from `checkpoint` (None:
+    the shipped one) on `device`, with `planner` overrides ["FIELD=VALUE", ...].
+
+    df: the checkpoint's planner; df-paper: the paper's setting on the same checkpoint (its
+    "planner_paper": no goal given to the model, Euclidean goal guidance with MCG); df-nomcg:
+    df with one guidance sample."""
+    if isinstance(task, str):
+        task = get_task(task)
+    if method in ("df", "df-paper", "df-nomcg"):
+        from dfplan.policies.diffusion_forcing import DiffusionForcingPolicy
+
+        overrides = parse_overrides(list(planner))
+        if method == "df-nomcg":
+            overrides["mcg_samples"] = 1
+        key = "planner_paper" if method == "df-paper" else "planner"
+        return DiffusionForcingPolicy.from_pretrained(
+            task.name, checkpoint, device, planner_key=key, **overrides
+        )
+    if method == "diffuser":
+        from dfplan.policies.diffuser import DiffuserConfig, DiffuserPolicy
+
+        overrides = parse_overrides(list(planner), DiffuserConfig)
+        return DiffuserPolicy.from_pretrained(task.name, checkpoint, device, **overrides)
+    if method == "expert":
+        from dfplan.policies import WaypointExpert
+
+        return WaypointExpert(task.name)
+    if method == "greedy":
+        from dfplan.policies import GreedyPolicy
+
+        return GreedyPolicy()
+    if method == "random":
+        from dfplan.policies import RandomPolicy
+
+        return RandomPolicy()
+    raise UserError(f"unknown method '{method}'; valid methods: {', '.join(METHODS)}")
