@@ -1,8 +1,10 @@
-"""Planner decision rate: warm start vs full replanning, MCG samples 1 / 4 / 16, batch 1 and 32.
+"""Planner decision rate: warm start vs planning from noise, MCG samples, batch 1 and 32.
 
     python -m dfplan.benchmarks.planner_speed [--task maze2d-large] [--device cpu] [--checkpoint P]
+    python -m dfplan.benchmarks.planner_speed --only-shipped      # the shipped settings alone
 
-One decision = one call of the planner for the whole batch (every environment replans once).
+One decision = one call of the planner for the whole batch (every environment replans once), as
+the policy makes it: conditioned on the goal, with the goal reward only when guidance is on.
 Decisions per second counts environment decisions: batch size x calls per second. Uses the shipped
 checkpoint of the task when there is one, else an untrained model of the shipped size (speed does
 not depend on the weights). Prints one table.
@@ -41,16 +43,21 @@ def load_planner(task_name: str, checkpoint: str | None, device: str) -> Diffusi
         return DiffusionForcingPlanner(model, norm, PlannerConfig())
 
 
-def time_decisions(planner, batch: int, steps_left: int, min_seconds: float) -> float:
+def time_decisions(
+    planner, batch: int, steps_left: int, min_seconds: float, warm: bool = True
+) -> float:
     rng = np.random.default_rng(0)
     obs = np.concatenate([rng.uniform(1, 3, (batch, 2)), rng.normal(0, 1, (batch, 2))], 1)
-    reward = GoalReward(torch.tensor([3.0, 3.0]))
+    goal = np.array([3.0, 3.0])
+    reward = GoalReward(torch.tensor(goal)) if planner.config.guidance_scale > 0 else None
     planner.reset(batch, list(range(batch)))
-    planner.act(obs, reward, steps_left)  # cold start (and warm-up)
-    planner.act(obs, reward, steps_left)
+    planner.act(obs, reward, steps_left, goal)  # cold start (and warm-up)
+    planner.act(obs, reward, steps_left, goal)
     calls, tic = 0, time.perf_counter()
     while calls < 3 or time.perf_counter() - tic < min_seconds:
-        planner.act(obs, reward, steps_left)  # same plan length every call
+        if not warm:
+            planner.forget(range(batch))  # plan from noise every call
+        planner.act(obs, reward, steps_left, goal)  # same plan length every call
         calls += 1
     if planner.device.type == "cuda":
         torch.cuda.synchronize()
@@ -85,14 +92,16 @@ def main() -> None:
         + " ".join(f"{'batch ' + str(b):>12s}" for b in args.batches)
         + "   (environment decisions per second)"
     )
-    variants = [(base.config.warm_start, base.config.mcg_samples)]
+    variants = [(True, base.config.mcg_samples)]
     if not args.only_shipped:
         variants = [(warm, mcg) for warm in (True, False) for mcg in args.mcg]
     for warm, mcg in variants:
-        config = replace(base.config, warm_start=warm, mcg_samples=mcg)
+        config = replace(base.config, mcg_samples=mcg)
         planner = DiffusionForcingPlanner(base.model, base.normalizer, config)
-        rates = [time_decisions(planner, b, steps_left, args.min_seconds) for b in args.batches]
-        name = "warm" if warm else "full"
+        rates = [
+            time_decisions(planner, b, steps_left, args.min_seconds, warm) for b in args.batches
+        ]
+        name = "warm" if warm else "cold"
         print(f"{name:8s} {mcg:>4d} " + " ".join(f"{r:>12.1f}" for r in rates), flush=True)
 
 

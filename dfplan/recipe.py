@@ -46,22 +46,31 @@ def model_recipe(maze: str, kind: str = "df") -> dict:
         "model": dict(entry["model"]),
         "stages": [dict(stage) for stage in entry["stages"]],
         "planner": dict(entry.get("planner", {})),
+        "planner_paper": dict(entry.get("planner_paper", {})),
         "planner_tuning": entry.get("planner_tuning", ""),
     }
 
 
-def planner_settings(maze: str, kind: str = "df") -> dict:
-    """Every planner setting of the recipe's model (defaults filled in by the planner's config
-    dataclass, so a checkpoint states them all), plus "planner_tuning": how they were chosen."""
+def planner_meta(maze: str, kind: str = "df") -> dict:
+    """What a checkpoint of the recipe's model states about planning: "planner" (every setting,
+    defaults filled in by the planner's config dataclass), "planner_paper" for a DF model whose
+    recipe has the paper's setting (the `df-paper` method), and "planner_tuning" (how the
+    settings were chosen)."""
     from dataclasses import asdict
 
     if kind == "df":
-        from dfplan.planner import PlannerConfig as config_cls
+        from dfplan.planner_config import PlannerConfig as config_cls
     else:
         from dfplan.policies.diffuser import DiffuserConfig as config_cls
 
-    entry = model_recipe(maze, kind)
     read = getattr(config_cls, "from_dict", None) or (lambda d: config_cls(**d))
-    config = read(entry["planner"])
-    config.validate()
-    return {**asdict(config), "planner_tuning": entry["planner_tuning"]}
+    entry = _load(maze).get(kind, {})
+    meta = {}
+    for key in ("planner", "planner_paper"):
+        if key in entry or key == "planner":
+            config = read(entry.get(key, {}))
+            config.validate()
+            meta[key] = asdict(config)
+    if entry.get("planner_tuning"):
+        meta["planner_tuning"] = entry["planner_tuning"]
+    return meta

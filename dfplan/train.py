@@ -136,11 +136,11 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.A
     return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.999))
 
 
-def train(config: TrainConfig, data: Trajectories, planner: dict | None = None) -> Path:
+def train(config: TrainConfig, data: Trajectories, planner_meta: dict | None = None) -> Path:
     """Train (or resume) a Diffusion Forcing model on `data`; returns the checkpoint stem.
 
-    planner: settings written into the checkpoint ("planner", and "planner_tuning" when given),
-    so the trained model plans as its recipe says.
+    planner_meta: entries written into the checkpoint JSON as they are ("planner" settings and
+    the like, see `recipe.planner_meta`), so the trained model plans as its recipe says.
 
     Writes into the run folder: `latest.safetensors` + `latest.json` (the model: EMA weights if
     EMA is on), `latest.resume.*` (optimizer, EMA, RNG, step), `metrics.jsonl`, `curve.png`.
@@ -249,10 +249,7 @@ def train(config: TrainConfig, data: Trajectories, planner: dict | None = None) 
             "window": config.window,
             "train_config": asdict(config),
         }
-        if planner is not None:
-            meta["planner"] = {k: v for k, v in planner.items() if k != "planner_tuning"}
-            if planner.get("planner_tuning"):
-                meta["planner_tuning"] = planner["planner_tuning"]
+        meta.update(planner_meta or {})
 
         def save() -> None:
             save_state(stem, raw, ema, opt, sampler, noise_gen, meta, step, world, device, is_main)

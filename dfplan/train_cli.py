@@ -133,14 +133,14 @@ def run_train(args: argparse.Namespace) -> int:
         raise UserError(
             f"--device {configs[0].device} requested but no CUDA GPU is available; use cpu"
         )
-    planner = recipe.planner_settings(task.maze, configs[0].model_kind)
+    planner_meta = recipe.planner_meta(task.maze, configs[0].model_kind)
     data = load_trajectories(configs[0].dataset or task.dataset_id)
     for config in configs:
         if config.resume and stored.exists():
             done = int(json.loads(stored.read_text()).get("train_step", 0))
             if done >= config.steps and config is not configs[-1]:
                 continue  # this stage is behind the run already
-        stem = train(config, data, planner)
+        stem = train(config, data, planner_meta)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"checkpoint: {stem}.safetensors + {stem.name}.json")
     return 0

@@ -13,7 +13,7 @@ METHODS = ("df", "df-paper", "df-nomcg", "diffuser", "expert", "greedy", "random
 
 
 def parse_overrides(pairs: list[str], config_cls: type | None = None) -> dict:
-    """['guidance_scale=0.5', 'warm_start=false'] -> typed overrides of `config_cls`'s fields
+    """['guidance_scale=0.5', 'carry_x0=false'] -> typed overrides of `config_cls`'s fields
     (default: the DF planner's PlannerConfig)."""
     from dataclasses import fields
 

@@ -10,7 +10,7 @@ import os
 import signal
 import subprocess
 import sys
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import gymnasium as gym
@@ -27,6 +27,7 @@ from dfplan.errors import UserError
 from dfplan.loss import diffusion_loss, noisy_batch, sample_levels
 from dfplan.model import ModelConfig
 from dfplan.normalizer import Normalizer
+from dfplan.planner_config import PlannerConfig
 from dfplan.policies import WaypointExpert
 from dfplan.train import TrainConfig, recommended_config, train
 from dfplan.train_cli import add_train_arguments, run_train
@@ -318,7 +319,7 @@ def test_recommended_configs_fit_their_windows():
 
 
 def test_a_training_run_writes_its_recipes_planner_settings_in_full(data, tmp_path):
-    from dfplan.recipe import model_recipe, planner_settings
+    from dfplan.recipe import model_recipe, planner_meta
 
     source = tmp_path / "umaze.hdf5"
     _write_d4rl(data, source)
@@ -327,9 +328,10 @@ def test_a_training_run_writes_its_recipes_planner_settings_in_full(data, tmp_pa
     args = ["--dataset", str(source), "--out", str(out), "--no-progress", "--window", "50"]
     assert run_train(_parse("maze2d-umaze", "--steps", "2", *args, *tiny)) == 0
     _, meta = load_checkpoint(out / "latest")
-    expected = planner_settings("umaze")
-    assert meta["planner_tuning"] == expected.pop("planner_tuning")
-    assert meta["planner"] == expected  # every PlannerConfig field, written by code
+    expected = planner_meta("umaze")
+    assert meta["planner_tuning"] == expected["planner_tuning"]
+    assert meta["planner"] == expected["planner"]  # every PlannerConfig field, written by code
+    assert set(meta["planner"]) == {f.name for f in fields(PlannerConfig)}
     assert model_recipe("umaze")["planner"].items() <= meta["planner"].items()
 
 
