@@ -139,6 +139,13 @@ def shipped_checkpoint(task, kind: str = "df") -> Path:
     return stem
 
 
+def shipped_paper_checkpoint(task) -> Path | None:
+    """The unconditional DF checkpoint shipped for the paper's setting (`df-paper`) of a `Task`'s
+    maze, when the maze has one apart from its goal-conditioned checkpoint; else None."""
+    stem = SHIPPED_DIR / f"{task.dataset_task}-paper"
+    return stem if stem.with_suffix(".safetensors").exists() else None
+
+
 # -- weights + metadata ----------------------------------------------------------------------
 def save_checkpoint(stem: str | os.PathLike, model: DiffusionForcingModel, meta: dict) -> str:
     """Write `STEM.safetensors` (the model's weights) and `STEM.json` (`meta` + the model config

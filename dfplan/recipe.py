@@ -17,6 +17,10 @@ from pathlib import Path
 from dfplan.errors import UserError
 
 RECIPES_DIR = Path(__file__).with_name("recipes")
+# The models a recipe can hold: name -> (model kind, suffix of its shipped checkpoint's stem).
+# "df-paper" is the unconditional DF model of the paper's setting (`dfplan bench --method
+# df-paper`), shipped where it scores higher than the goal-conditioned model without its goal.
+MODELS = {"df": ("df", ""), "df-paper": ("df", "-paper"), "diffuser": ("diffuser", "-diffuser")}
 
 
 def recipe_path(maze: str) -> Path:
@@ -36,12 +40,14 @@ def data_settings(maze: str) -> dict:
     return dict(_load(maze)["data"])
 
 
-def model_recipe(maze: str, kind: str = "df") -> dict:
-    """{"model": {...}, "stages": [{...}, ...], "planner": {...}, "planner_tuning": "..."}."""
+def model_recipe(maze: str, name: str = "df") -> dict:
+    """The recipe of one of a maze's models (a MODELS name): {"model": {...}, "stages": [{...},
+    ...], "planner": {...}, "planner_paper": {...}, "planner_tuning": "..."}."""
     recipe = _load(maze)
-    if kind not in recipe:
-        raise UserError(f"the {maze} recipe has no '{kind}' model")
-    entry = recipe[kind]
+    if name not in recipe:
+        present = ", ".join(k for k in MODELS if k in recipe)
+        raise UserError(f"the {maze} recipe has no '{name}' model; it has {present}")
+    entry = recipe[name]
     return {
         "model": dict(entry["model"]),
         "stages": [dict(stage) for stage in entry["stages"]],
@@ -51,20 +57,20 @@ def model_recipe(maze: str, kind: str = "df") -> dict:
     }
 
 
-def planner_meta(maze: str, kind: str = "df") -> dict:
+def planner_meta(maze: str, name: str = "df") -> dict:
     """What a checkpoint of the recipe's model states about planning: "planner" (every setting,
     defaults filled in by the planner's config dataclass), "planner_paper" for a DF model whose
     recipe has the paper's setting (the `df-paper` method), and "planner_tuning" (how the
     settings were chosen)."""
     from dataclasses import asdict
 
-    if kind == "df":
+    if MODELS[name][0] == "df":
         from dfplan.planner_config import PlannerConfig as config_cls
     else:
         from dfplan.policies.diffuser import DiffuserConfig as config_cls
 
     read = getattr(config_cls, "from_dict", None) or (lambda d: config_cls(**d))
-    entry = _load(maze).get(kind, {})
+    entry = _load(maze).get(name, {})
     meta = {}
     for key in ("planner", "planner_paper"):
         if key in entry or key == "planner":

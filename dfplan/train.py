@@ -33,7 +33,6 @@ from tqdm import tqdm
 from dfplan import recipe
 from dfplan.checkpoint import (
     MODEL_KINDS,
-    SHIPPED_SUFFIX,
 )
 from dfplan.distributed import setup_distributed
 from dfplan.envs.tasks import get_task
@@ -88,10 +87,11 @@ class TrainConfig:
         return cls(**kwargs, model=config_cls(**d.get("model", {})))
 
 
-def recipe_configs(task: str, kind: str = "df") -> list[TrainConfig]:
-    """The training stages of the task's recipe (dfplan/recipes/MAZE.json) for a model kind:
-    stage 1 trains from scratch, each later one resumes the run with its changes."""
-    entry = recipe.model_recipe(get_task(task).maze, kind)
+def recipe_configs(task: str, name: str = "df") -> list[TrainConfig]:
+    """The training stages of one model of the task's recipe (dfplan/recipes/MAZE.json; `name`
+    from recipe.MODELS): stage 1 trains from scratch, each later one resumes with its changes."""
+    entry = recipe.model_recipe(get_task(task).maze, name)
+    kind = recipe.MODELS[name][0]
     model_cls = MODEL_KINDS[kind][0]
     model = model_cls(**entry["model"])
     stages, fields_so_far = [], {}
@@ -101,18 +101,18 @@ def recipe_configs(task: str, kind: str = "df") -> list[TrainConfig]:
     return stages
 
 
-def recommended_config(task: str, kind: str = "df") -> TrainConfig:
-    """The first training stage of the task's recipe for a model kind."""
-    return recipe_configs(task, kind)[0]
+def recommended_config(task: str, name: str = "df") -> TrainConfig:
+    """The first training stage of one model of the task's recipe."""
+    return recipe_configs(task, name)[0]
 
 
 def dfplan_home() -> Path:
     return Path(os.environ.get("DFPLAN_HOME", "~/.cache/dfplan")).expanduser()
 
 
-def default_out(task: str, kind: str = "df") -> Path:
-    """$DFPLAN_HOME/runs/TASK (TASK-diffuser for the baseline, named as its shipped stem)."""
-    return dfplan_home() / "runs" / (task + SHIPPED_SUFFIX[kind])
+def default_out(task: str, name: str = "df") -> Path:
+    """$DFPLAN_HOME/runs/TASK, or TASK-paper, TASK-diffuser: named as the shipped stem."""
+    return dfplan_home() / "runs" / (task + recipe.MODELS[name][1])
 
 
 def lr_at(step: int, config: TrainConfig) -> float:

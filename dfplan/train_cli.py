@@ -13,7 +13,6 @@ from pathlib import Path
 import torch
 
 from dfplan import recipe
-from dfplan.checkpoint import MODEL_KINDS
 from dfplan.envs.tasks import get_task
 from dfplan.errors import UserError
 from dfplan.files import ensure_writable_dir
@@ -78,10 +77,11 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("task", help="task name, e.g. maze2d-umaze, maze2d-large")
     parser.add_argument(
         "--model",
-        choices=tuple(MODEL_KINDS),
+        choices=tuple(recipe.MODELS),
         default=None,
-        help="df: the Diffusion Forcing transformer (default); diffuser: the Diffuser baseline's "
-        "temporal U-Net (its defaults: dfplan.train.RECOMMENDED_DIFFUSER; --window is its horizon)",
+        help="which model of the recipe: df, the goal-conditioned Diffusion Forcing transformer "
+        "(default); df-paper, the unconditional one of the paper's setting, where the recipe has "
+        "it; diffuser, the Diffuser baseline's temporal U-Net (--window is its horizon)",
     )
     for name, kind in {**_TRAIN_FLAGS, **_MODEL_FLAGS, **_UNET_FLAGS}.items():
         flag = "--" + name.replace("_", "-")
@@ -98,10 +98,11 @@ def run_train(args: argparse.Namespace) -> int:
     from dfplan.envs.datasets import load_trajectories
 
     task = get_task(args.task)
-    kind = args.model or "df"
-    out = Path(args.out).expanduser() if args.out else default_out(task.name, kind)
+    name = args.model or "df"  # which model of the recipe
+    kind = recipe.MODELS[name][0]
+    out = Path(args.out).expanduser() if args.out else default_out(task.name, name)
     ensure_writable_dir(out, "--out", "the training run")  # before the dataset loads
-    stages = recipe_configs(task.name, kind)
+    stages = recipe_configs(task.name, name)
     stored = out / f"{CHECKPOINT_NAME}.json"
     if args.resume and stored.exists():
         try:
@@ -112,7 +113,7 @@ def run_train(args: argparse.Namespace) -> int:
             raise UserError(
                 f"{stored} is corrupt ({e}); start a new run with another --out"
             ) from None
-        if args.model is not None and args.model != saved.model_kind:
+        if args.model is not None and kind != saved.model_kind:
             raise UserError(
                 f"the run in {out} trains a '{saved.model_kind}' model, not '{args.model}'; "
                 f"resume it with --model {saved.model_kind}, or start a new run with another --out"
@@ -133,7 +134,7 @@ def run_train(args: argparse.Namespace) -> int:
         raise UserError(
             f"--device {configs[0].device} requested but no CUDA GPU is available; use cpu"
         )
-    planner_meta = recipe.planner_meta(task.maze, configs[0].model_kind)
+    planner_meta = recipe.planner_meta(task.maze, name)
     data = load_trajectories(configs[0].dataset or task.dataset_id)
     for config in configs:
         if config.resume and stored.exists():

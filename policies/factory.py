@@ -47,9 +47,9 @@ def make_policy(
     """The policy of `method` for `task` (a name or Task): learned ones from `checkpoint` (None:
     the shipped one) on `device`, with `planner` overrides ["FIELD=VALUE", ...].
 
-    df: the checkpoint's planner; df-paper: the paper's setting on the same checkpoint (its
-    "planner_paper": no goal given to the model, Euclidean goal guidance with MCG); df-nomcg:
-    df with one guidance sample."""
+    df: the checkpoint's planner; df-paper: the paper's setting (an unconditional model steered
+    by Euclidean goal guidance with MCG): the maze's shipped `-paper` checkpoint where there is
+    one, else the checkpoint's "planner_paper" settings; df-nomcg: df with one guidance sample."""
     if isinstance(task, str):
         task = get_task(task)
     if method in ("df", "df-paper", "df-nomcg"):
@@ -58,7 +58,12 @@ def make_policy(
         overrides = parse_overrides(list(planner))
         if method == "df-nomcg":
             overrides["mcg_samples"] = 1
-        key = "planner_paper" if method == "df-paper" else "planner"
+        key = "planner"
+        if method == "df-paper":  # a maze's own unconditional checkpoint, else the df one's
+            from dfplan.checkpoint import shipped_paper_checkpoint
+
+            paper = shipped_paper_checkpoint(task) if checkpoint is None else None
+            checkpoint, key = (paper, "planner") if paper else (checkpoint, "planner_paper")
         return DiffusionForcingPolicy.from_pretrained(
             task.name, checkpoint, device, planner_key=key, **overrides
         )

@@ -28,7 +28,7 @@ def checkpoint_hash(stem: Path) -> str:
 
 
 def decisions(name: str) -> list[list[float]]:
-    """Actions of shipped checkpoint `name` (e.g. maze2d-large, maze2d-umaze-diffuser): STEPS
+    """Actions of shipped checkpoint `name` (e.g. maze2d-large, maze2d-large-paper): STEPS
     decisions from env seed s, planner seed s, for each s in SEEDS; (len(SEEDS) * STEPS, 2)."""
     import gymnasium as gym
     import torch
@@ -38,9 +38,12 @@ def decisions(name: str) -> list[list[float]]:
     from dfplan.policies.diffusion_forcing import DiffusionForcingPolicy
 
     torch.set_num_threads(1)
-    task = name.removesuffix("-diffuser")
+    from dfplan.checkpoint import shipped_checkpoints
+
+    task = name.removesuffix("-diffuser").removesuffix("-paper")
     cls = DiffuserPolicy if name.endswith("-diffuser") else DiffusionForcingPolicy
-    policy = cls.from_pretrained(task, device="cpu")
+    stem = {s.name: s for s in shipped_checkpoints()}[name]
+    policy = cls.from_pretrained(task, stem, device="cpu")
     env = gym.make(f"dfplan/{task}-v1")
     actions = []
     for seed in SEEDS:
