@@ -247,3 +247,24 @@ def test_an_unconditional_checkpoint_from_before_goals_still_plans(tmp_path):
     policy.reset(seed=0)
     action = policy.act(obs, info)
     assert action.shape == (2,) and np.all(np.abs(action) <= 1)
+
+
+def test_df_paper_uses_the_mazes_paper_checkpoint_or_else_the_planner_paper_settings(
+    tmp_path, monkeypatch
+):
+    from dfplan import checkpoint
+    from dfplan.checkpoint import save_checkpoint
+    from dfplan.policies import make_policy
+
+    monkeypatch.setattr(checkpoint, "SHIPPED_DIR", tmp_path)
+    meta = {"task": "maze2d-umaze", "normalizer": TINY_NORMALIZER.to_dict()}
+    paper = {"goal_weight": 0.0, "guidance_scale": 0.2, "mcg_samples": 2}
+    save_checkpoint(tmp_path / "maze2d-umaze", tiny_model(), {**meta, "planner_paper": paper})
+    policy = make_policy("df-paper", "multi2d-umaze", device="cpu")
+    assert policy.checkpoint.endswith("maze2d-umaze")
+    assert (policy.planner.config.goal_weight, policy.planner.config.guidance_scale) == (0.0, 0.2)
+    assert make_policy("df", "multi2d-umaze", device="cpu").planner.config.goal_weight == 1.0
+    save_checkpoint(tmp_path / "maze2d-umaze-paper", tiny_model(goal_dim=0), meta)
+    policy = make_policy("df-paper", "maze2d-umaze", device="cpu")
+    assert policy.checkpoint.endswith("maze2d-umaze-paper")
+    assert policy.planner.model.config.goal_dim == 0
