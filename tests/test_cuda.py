@@ -46,7 +46,9 @@ def test_model_on_cuda_computes_what_it_computes_on_cpu():
 
 def test_planner_on_cuda_batches_like_single_planners_and_stays_in_bounds():
     def planner():
-        config = PlannerConfig(sampling_steps=6, mcg_samples=3, warm_candidates=2)
+        config = PlannerConfig(
+            sampling_steps=6, guidance_scale=0.3, mcg_samples=3, warm_candidates=2, goal_weight=2.0
+        )
         return DiffusionForcingPlanner(_tiny_model().to("cuda"), TINY_NORMALIZER, config)
 
     rng = np.random.default_rng(0)
@@ -54,14 +56,14 @@ def test_planner_on_cuda_batches_like_single_planners_and_stays_in_bounds():
     goals = torch.as_tensor(rng.uniform(0, 4, size=(4, 2)), dtype=torch.float32, device="cuda")
     batched = planner()
     batched.reset(4, seeds=[10, 11, 12, 13])
-    together = [batched.act(obs, GoalReward(goals), 20) for _ in range(3)]
+    together = [batched.act(obs, GoalReward(goals), 20, goals) for _ in range(3)]
     for a in together:
         assert a.shape == (4, 2) and np.all(np.isfinite(a)) and np.all(np.abs(a) <= 1.0)
     for k in range(4):
         single = planner()
         single.reset(1, seeds=[10 + k])
         for step in range(3):
-            a = single.act(obs[k : k + 1], GoalReward(goals[k : k + 1]), 20)
+            a = single.act(obs[k : k + 1], GoalReward(goals[k : k + 1]), 20, goals[k : k + 1])
             np.testing.assert_allclose(a[0], together[step][k], rtol=1e-3, atol=1e-4)
 
 
