@@ -157,3 +157,17 @@ def test_bench_defaults_to_one_worker_per_two_cores_for_learned_planners_on_cpu(
     assert default_workers("expert", "cpu", 100) == 1
     monkeypatch.setattr("os.cpu_count", lambda: 64)
     assert default_workers("df-nomcg", "cpu", 100) == 8
+
+
+def test_the_results_table_renders_each_json_in_its_cell(tmp_path):
+    from dfplan.benchmarks.table import load_results, markdown
+
+    for task, method, mean in (("maze2d-large", "df", 171.25), ("multi2d-umaze", "greedy", 9.0)):
+        result = {"normalized_mean": mean, "normalized_sem": 3.04, "success_rate": 0.97}
+        (tmp_path / f"{task}_{method}.json").write_text(json.dumps(result))
+    (tmp_path / "maze2d-large_df_tuned.json").write_text("{}")  # labelled runs stay out
+    table = markdown(load_results(tmp_path), ["df", "greedy"], success=True).splitlines()
+    assert table[0] == "| task | df | greedy |"
+    assert table[2] == "| maze2d-large | 171.2 ± 3.0 (97%) |  |"
+    assert table[3] == "| multi2d-umaze |  | 9.0 ± 3.0 (97%) |"
+    assert len(table) == 4

@@ -1,0 +1,62 @@
+"""The results table in markdown, from the JSONs `dfplan bench` wrote.
+
+    python -m dfplan.benchmarks.table results                       # every task x method found
+    python -m dfplan.benchmarks.table results --methods df greedy expert
+
+One row per task, one column per method; a cell is the D4RL-normalised mean +- standard error of
+`TASK_METHOD.json` (unlabelled runs only), with the success rate when `--success` is given. Cells
+without a JSON are left empty.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from dfplan.envs import TASKS
+from dfplan.policies.factory import METHODS
+
+
+def load_results(folder: Path) -> dict[tuple[str, str], dict]:
+    """{(task, method): result} of the unlabelled result files in `folder`."""
+    results = {}
+    for task in TASKS:
+        for method in METHODS:
+            path = folder / f"{task}_{method}.json"
+            if path.exists():
+                results[task, method] = json.loads(path.read_text())
+    return results
+
+
+def markdown(results: dict, methods: list[str], success: bool = False) -> str:
+    tasks = [t for t in TASKS if any((t, m) in results for m in methods)]
+    lines = ["| task | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+    for task in tasks:
+        cells = []
+        for method in methods:
+            r = results.get((task, method))
+            if r is None:
+                cells.append("")
+                continue
+            cell = f"{r['normalized_mean']:.1f} ± {r['normalized_sem']:.1f}"
+            if success:
+                cell += f" ({r['success_rate']:.0%})"
+            cells.append(cell)
+        lines.append(f"| {task} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", type=Path, help="folder of result JSONs (e.g. results)")
+    parser.add_argument("--methods", nargs="+", default=None, help="columns, in order")
+    parser.add_argument("--success", action="store_true", help="add each cell's success rate")
+    args = parser.parse_args()
+    results = load_results(args.folder)
+    methods = args.methods or [m for m in METHODS if any(m == k[1] for k in results)]
+    print(markdown(results, methods, args.success))
+
+
+if __name__ == "__main__":
+    main()
