@@ -21,7 +21,7 @@ from dfplan.envs import get_task
 from dfplan.errors import UserError
 from dfplan.files import atomic_write_bytes
 
-# Diffusion Forcing paper, Table 1 (REFERENCE.md section 3): mean, SE; normalised x100.
+# Diffusion Forcing paper (Chen et al. 2024), Table 1: mean, SE; normalised x100.
 PUBLISHED = {
     "maze2d-umaze": {"Diffuser*": (113.9, 3.1), "DF w/o MCG": (110.1, 3.9), "DF": (116.7, 2.0)},
     "maze2d-medium": {"Diffuser*": (121.5, 2.7), "DF w/o MCG": (136.1, 10.2), "DF": (149.4, 7.5)},

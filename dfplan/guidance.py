@@ -33,7 +33,7 @@ def clip_token_norm(grad: torch.Tensor, max_norm: float) -> torch.Tensor:
 
 class GoalReward:
     """Diffusion Forcing's planning objective: -sum_t ||p_t - g|| over all planned frames, so any
-    frame may be the one that arrives (REFERENCE.md section 2)."""
+    frame may be the one that arrives (the objective of the paper's Maze2D code)."""
 
     def __init__(self, goal: torch.Tensor):
         self.goal = goal  # (B, 2) or (2,)

@@ -7,10 +7,10 @@ normalised, so a token holds frame_stack * (obs_dim + action_dim) numbers (60 fo
 normalised first observation o_0 enters as a leading clean conditioning token. Each noisy token
 carries its own integer noise level in [0, K] (0 = clean), embedded and added to the token.
 
-Why a causal transformer and not the official GRU chain (REFERENCE.md sections 2 and 7): all
+Why a causal transformer and not the official recurrent chain (a GRU between residual MLPs): all
 tokens of a window go through one parallel pass instead of a token-by-token recurrence, which is
 what a CPU (and the planner's forward + gradient at every denoising row) wants. Measured on this
-2-core CPU (benchmarks/backbone_compare.py, batch 64 x 30 tokens): the official-shape GRU chain
+2-core CPU (lab/backbone_compare.py, batch 64 x 30 tokens): the official-shape GRU chain
 (3.9M parameters) takes ~4-5x longer per training step than this default (0.85M) and ~1.4x longer
 than a transformer of its own size; a planner pass for one env (forward + gradient w.r.t. the
 tokens) is ~15x slower than the default's.
@@ -50,7 +50,7 @@ class ModelConfig:
     obs_dim: int = 4  # Maze2D observation [x, y, vx, vy]
     action_dim: int = 2  # motor commands
     frame_stack: int = 10  # frames per token: the official 10, so 30 tokens cover 300 steps
-    n_layer: int = 4  # transformer blocks; 4 x 128 is the REFERENCE.md probe that planned well
+    n_layer: int = 4  # transformer blocks (the recipes set the shipped sizes)
     n_head: int = 4  # attention heads (n_embd must divide by it)
     n_embd: int = 128  # width of the residual stream
     max_tokens: int = 30  # longest token sequence (window / frame_stack); sizes the position table

@@ -4,7 +4,7 @@
 
 One step = forward + backward + AdamW on a batch of 64 windows of 30 tokens (60 numbers each),
 per-token noise levels, MSE. The GRU backbone follows the official Maze2D planner's shape
-(REFERENCE.md section 2, ~4.3M parameters reported), evaluated token by token: [noisy token,
+(Chen et al. 2024's Maze2D code, ~4.3M parameters reported), evaluated token by token: [noisy token,
 level embedding] -> residual MLP of width 512 (3 blocks) -> GRU cell with a 128-d latent
 (initialised from o_0 by an MLP) -> residual MLP of width 512 (3 blocks) -> prediction.
 The transformers run every token of the window in one pass. A second column times what a

@@ -4,7 +4,7 @@
     policy.reset(seed=0)
     action = policy.act(obs, info)        # (4,) -> (2,) or (B, 4) -> (B, 2)
 
-Diffuser's Maze2D recipe (Janner et al. 2022; REFERENCE.md section 3), on our temporal U-Net
+Diffuser's Maze2D recipe (Janner et al. 2022, arXiv:2205.09991), on our temporal U-Net
 (dfplan.policies.diffuser_unet):
 - **Plan**: sample a whole plan of H rows [o_t, a_t] by full-sequence diffusion, every row at one
   noise level, from pure noise to clean; after every network call and every step the first state

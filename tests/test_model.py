@@ -39,7 +39,7 @@ def test_shapes(prediction):
 def test_default_size_is_the_reference_probe():
     model = DiffusionForcingModel(ModelConfig())
     n = model.num_params()
-    assert 0.8e6 < n < 0.9e6  # REFERENCE.md section 7: 0.85M parameters
+    assert 0.8e6 < n < 0.9e6  # the 0.85M-parameter default
     assert n * 4 < 10e6  # float32 weights under 10 MB
 
 
