@@ -1,5 +1,5 @@
 """The env against a reference MuJoCo model written here, independently, from D4RL's facts
-(D4RL's maze2d-v1 MJCF and step, as documented in envs/layouts.py): same start, same 500 actions (with wall contacts), same
+(its maze2d-v1 MJCF and step): same start, same 500 actions (with wall contacts), same
 observations to 1e-6."""
 
 import gymnasium as gym
