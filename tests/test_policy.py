@@ -129,8 +129,9 @@ def test_every_shipped_checkpoint_loads_and_acts():
     stems = shipped_checkpoints("df")  # Diffuser ones: test_diffuser.py
     assert stems, "no checkpoint ships with the package"
     for stem in stems:
-        policy = DiffusionForcingPolicy.from_pretrained(stem.name, device="cpu")
-        env = gym.make(f"dfplan/{stem.name}-v1")
+        task = stem.name.removesuffix("-paper")  # the df-paper model of a maze
+        policy = DiffusionForcingPolicy.from_pretrained(task, stem, device="cpu")
+        env = gym.make(f"dfplan/{task}-v1")
         obs, info = env.reset(seed=0)
         policy.reset(seed=0)
         action = policy.act(obs, info)
