@@ -69,12 +69,11 @@ def planner_meta(maze: str, name: str = "df") -> dict:
     else:
         from dfplan.policies.diffuser import DiffuserConfig as config_cls
 
-    read = getattr(config_cls, "from_dict", None) or (lambda d: config_cls(**d))
     entry = _load(maze).get(name, {})
     meta = {}
     for key in ("planner", "planner_paper"):
         if key in entry or key == "planner":
-            config = read(entry.get(key, {}))
+            config = config_cls.from_dict(entry.get(key, {}))
             config.validate()
             meta[key] = asdict(config)
     if entry.get("planner_tuning"):

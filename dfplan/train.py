@@ -191,7 +191,8 @@ def train(config: TrainConfig, data: Trajectories, planner_meta: dict | None = N
             tqdm.write(
                 "the dataset has no goal labels (infos/goal): training an unconditional model"
             )
-            mcfg = config.model = dataclasses.replace(mcfg, goal_dim=0)
+            mcfg = dataclasses.replace(mcfg, goal_dim=0)
+            config = dataclasses.replace(config, model=mcfg)  # the caller's config stays as it was
     if (data.obs_dim, data.act_dim) != (mcfg.obs_dim, mcfg.action_dim):
         raise UserError(
             f"the dataset has observations of size {data.obs_dim} and actions of size "

@@ -104,6 +104,7 @@ def run_train(args: argparse.Namespace) -> int:
     ensure_writable_dir(out, "--out", "the training run")  # before the dataset loads
     stages = recipe_configs(task.name, name)
     stored = out / f"{CHECKPOINT_NAME}.json"
+    reached = 0  # steps the run in `out` has trained
     if args.resume and stored.exists():
         try:
             saved_meta = json.loads(stored.read_text())
@@ -137,11 +138,10 @@ def run_train(args: argparse.Namespace) -> int:
     planner_meta = recipe.planner_meta(task.maze, name)
     data = load_trajectories(configs[0].dataset or task.dataset_id)
     for config in configs:
-        if config.resume and stored.exists():
-            done = int(json.loads(stored.read_text()).get("train_step", 0))
-            if done >= config.steps and config is not configs[-1]:
-                continue  # this stage is behind the run already
+        if reached >= config.steps and config is not configs[-1]:
+            continue  # flags made this stage end where the run already is
         stem = train(config, data, planner_meta)
+        reached = max(reached, config.steps)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"checkpoint: {stem}.safetensors + {stem.name}.json")
     return 0

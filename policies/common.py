@@ -156,8 +156,7 @@ class PlannerPolicy:
             if planner_key != "planner" and planner_key not in meta:
                 raise KeyError(f"no '{planner_key}' settings")
             settings = meta.get(planner_key, {})
-            read = getattr(cls.CONFIG, "from_dict", None) or (lambda d: cls.CONFIG(**d))
-            config = replace(read(settings), **planner_overrides)
+            config = replace(cls.CONFIG.from_dict(settings), **planner_overrides)
             config.validate()
             normalizer = Normalizer.from_dict(meta["normalizer"])
         except (TypeError, ValueError, KeyError) as e:

@@ -47,6 +47,11 @@ class DiffuserConfig:
     replan_every: int = 0  # env steps between plans; 0 = one plan per episode (Diffuser's)
     diffused_actions: bool = False  # execute the plan's actions instead of PD-tracking its states
 
+    @classmethod
+    def from_dict(cls, d: dict) -> DiffuserConfig:
+        """Settings from a checkpoint or recipe (the same reader as the DF planner's)."""
+        return cls(**d)
+
     def validate(self) -> None:
         if self.sampling_steps < 0 or self.replan_every < 0 or self.eta < 0:
             raise ValueError("sampling_steps, replan_every and eta must be >= 0")
