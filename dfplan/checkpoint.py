@@ -232,9 +232,10 @@ def _model_config(meta: dict, stem: Path, config_cls: type) -> ModelConfig | UNe
 
 
 def _upgrade_df_config(raw: dict) -> dict:
-    """Read DF configs written before goal conditioning: no `goal_dim` means an unconditional
-    model, and the retired input options load when they were off (on, they stay unknown)."""
-    raw = {"goal_dim": 0, **raw}
+    """Read DF configs written before goal conditioning or goal offsets: no `goal_dim` means an
+    unconditional model, no `goal_offset_octaves` a model without the offset input, and the
+    retired input options load when they were off (on, they stay unknown)."""
+    raw = {"goal_dim": 0, "goal_offset_octaves": 0, **raw}
     for name in ("position_features", "residual_obs"):
         if name in raw and not raw[name]:
             del raw[name]

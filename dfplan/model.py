@@ -63,6 +63,11 @@ class ModelConfig:
     # Samples without a goal (goal dropout in training, the unconditional half of classifier-free
     # guidance) get a learned "no goal" embedding instead.
     goal_dim: int = 2
+    # The goal's offset from o_0's position, also fed as sinusoidal features of this many octaves
+    # (periods down to 1/16 of a normalised unit at 6): near the goal, where the expert holds to
+    # a tenth of a cell, a linear goal input alone left the planner drifting off it; 0 = off.
+    # Unused without a goal (goal_dim 0).
+    goal_offset_octaves: int = 6
 
     @property
     def frame_dim(self) -> int:
@@ -82,8 +87,10 @@ class ModelConfig:
         for name in ("obs_dim", "action_dim", "frame_stack", "n_layer", "max_tokens", "num_levels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.goal_dim < 0:
-            raise ValueError(f"goal_dim must be >= 0, got {self.goal_dim}")
+        if self.goal_dim < 0 or self.goal_offset_octaves < 0:
+            raise ValueError("goal_dim and goal_offset_octaves must be >= 0")
+        if self.goal_offset_octaves and self.goal_dim not in (0, 2):
+            raise ValueError(f"goal offsets need a position goal (goal_dim 2), not {self.goal_dim}")
 
 
 # -- blocks ----------------------------------------------------------------------------------
@@ -93,6 +100,14 @@ def sinusoidal(levels: torch.Tensor, dim: int) -> torch.Tensor:
     freqs = torch.exp(-math.log(10_000.0) * torch.arange(half, device=levels.device) / half)
     angles = levels.float().unsqueeze(-1) * freqs  # (..., half)
     return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+def offset_features(offset: torch.Tensor, octaves: int) -> torch.Tensor:
+    """(..., 2) offsets -> (..., 2 + 4 * octaves): the offset, then sin and cos of
+    pi * 2^k * offset for k < octaves (periods 2 down to 2^(2 - octaves) normalised units)."""
+    freqs = math.pi * 2.0 ** torch.arange(octaves, device=offset.device, dtype=offset.dtype)
+    angles = (offset.unsqueeze(-1) * freqs).flatten(-2)  # (..., 2 * octaves)
+    return torch.cat([offset, angles.sin(), angles.cos()], dim=-1)
 
 
 class LevelEmbedding(nn.Module):
@@ -175,6 +190,8 @@ class DiffusionForcingModel(nn.Module):
         if config.goal_dim:
             self.goal_in = nn.Linear(config.goal_dim, c)
             self.no_goal = nn.Parameter(torch.zeros(c))  # stands in for a missing goal
+        if config.goal_dim and config.goal_offset_octaves:  # no goal, no offset
+            self.offset_in = nn.Linear(2 + 4 * config.goal_offset_octaves, c)
         self.level_emb = LevelEmbedding(c)
         self.pos_emb = nn.Parameter(torch.zeros(config.max_tokens + 1, c))  # +1: o_0's slot
         self.drop = nn.Dropout(config.dropout)
@@ -223,7 +240,7 @@ class DiffusionForcingModel(nn.Module):
         cond = self.obs_in(first_obs).unsqueeze(1)  # (B, 1, C)
         h = torch.cat([cond, tok], dim=1)  # (B, T + 1, C)
         if self.config.goal_dim:
-            h = h + self._goal_embedding(goal, has_goal, b, t)
+            h = h + self._goal_embedding(goal, has_goal, b, t, first_obs)
         h = h + self.pos_emb[: t + 1]
         h = self.drop(h)
         for block in self.blocks:
@@ -231,7 +248,7 @@ class DiffusionForcingModel(nn.Module):
         h = self.ln_f(h[:, 1:])  # drop o_0's slot: its output predicts nothing
         return self.head(h)  # (B, T, token_dim)
 
-    def _goal_embedding(self, goal, has_goal, b: int, t: int) -> torch.Tensor:
+    def _goal_embedding(self, goal, has_goal, b: int, t: int, first_obs) -> torch.Tensor:
         """(B, T + 1, C): each token's goal embedding, o_0's slot taking token 0's goal; the
         "no goal" embedding where a sample has none."""
         no_goal = self.no_goal.expand(b, t + 1, -1)
@@ -241,7 +258,11 @@ class DiffusionForcingModel(nn.Module):
             goal = goal.unsqueeze(1).expand(b, t, -1)
         if goal.shape != (b, t, self.config.goal_dim):
             raise ValueError(f"goal is {tuple(goal.shape)}, expected ({b}, {t}, goal_dim)")
-        emb = self.goal_in(torch.cat([goal[:, :1], goal], dim=1))  # (B, T + 1, C)
+        goal = torch.cat([goal[:, :1], goal], dim=1)  # (B, T + 1, 2)
+        emb = self.goal_in(goal)
+        if self.config.goal_offset_octaves:
+            offset = goal - first_obs[:, None, :2]  # normalised like positions
+            emb = emb + self.offset_in(offset_features(offset, self.config.goal_offset_octaves))
         if has_goal is None:
             return emb
         return torch.where(has_goal.view(b, 1, 1), emb, no_goal)

@@ -43,6 +43,7 @@ _MODEL_FLAGS = {
     "n_embd": int,
     "prediction": str,
     "dropout": float,
+    "goal_offset_octaves": int,
 }
 _UNET_FLAGS = {"dim": int}  # settings of the Diffuser U-Net (--model diffuser)
 _CHOICES = {"prediction": ("x0", "eps", "v")}
@@ -68,6 +69,7 @@ _HELP = {
     "n_embd": "transformer width (default 128)",
     "prediction": "what the network predicts: x0, eps or v (default x0)",
     "dropout": "dropout rate (default 0)",
+    "goal_offset_octaves": "octaves of the goal-offset features, 0 = off (default: the recipe's)",
     "dim": "--model diffuser: U-Net channels at full time resolution (default 32)",
 }
 

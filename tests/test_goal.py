@@ -3,6 +3,7 @@
 two passes, and old unconditional checkpoints still plan."""
 
 import json
+import math
 from dataclasses import replace
 
 import gymnasium as gym
@@ -15,7 +16,7 @@ from test_train import expert_trajectories, tiny_config
 import dfplan  # noqa: F401  (registers the env ids)
 from dfplan.checkpoint import load_checkpoint
 from dfplan.loss import diffusion_loss
-from dfplan.model import DiffusionForcingModel, ModelConfig
+from dfplan.model import DiffusionForcingModel, ModelConfig, offset_features
 from dfplan.planner import Condition, DiffusionForcingPlanner, PlannerConfig
 from dfplan.policies.diffusion_forcing import DiffusionForcingPolicy
 from dfplan.train import lr_at, train
@@ -70,6 +71,30 @@ def test_one_goal_per_sample_is_every_token_carrying_it_and_has_goal_selects_the
     assert torch.equal(per_sample, per_token)
     assert torch.equal(mixed[0], per_sample[0]) and torch.equal(mixed[1], none[1])
     assert not torch.allclose(per_sample, none)
+
+
+def test_offset_features_are_the_offset_then_sines_and_cosines_by_octave():
+    offset = torch.tensor([[0.5, -0.25]])
+    x, y = 0.5 * math.pi, -0.25 * math.pi
+    expected = [0.5, -0.25, math.sin(x), math.sin(2 * x), math.sin(y), math.sin(2 * y)]
+    expected += [math.cos(x), math.cos(2 * x), math.cos(y), math.cos(2 * y)]
+    assert torch.allclose(offset_features(offset, 2), torch.tensor([expected]), atol=1e-6)
+
+
+def test_the_goal_offset_input_reads_the_goal_relative_to_the_current_position():
+    model = tiny_model(goal_offset_octaves=6)
+    with torch.no_grad():  # leave the offset as the only way goal and position get in
+        model.goal_in.weight.zero_()
+        model.obs_in.weight[:, :2] = 0.0
+        x, levels, first_obs, goal = inputs()
+        out = model(x, levels, first_obs, goal)
+        shift = torch.tensor([0.7, -1.3])
+        moved_both = first_obs.clone()
+        moved_both[:, :2] += shift
+        same_offset = model(x, levels, moved_both, goal + shift)
+        nudged = model(x, levels, first_obs, goal + 0.02)
+    assert torch.allclose(out, same_offset, atol=1e-5)
+    assert (out - nudged).abs().amax() > 1e-3  # a 0.02 offset change is visible
 
 
 def test_an_unconditional_model_has_no_goal_weights_and_ignores_a_goal():

@@ -200,6 +200,19 @@ def test_resume_is_exact(data, tmp_path):
     assert _losses(tmp_path / "straight") == _losses(tmp_path / "split")
 
 
+def test_ema_only_reads_the_weights_so_ema_off_saves_the_same_run_s_raw_weights(data, tmp_path):
+    # The shipped large checkpoint is the raw weights of an EMA run: this is why the recipe
+    # without EMA rebuilds it.
+    model = replace(TINY_MODEL, dropout=0.1)
+    train(tiny_config(tmp_path / "ema", steps=30, model=model, ema_decay=0.9), data)
+    train(tiny_config(tmp_path / "raw", steps=30, model=model, ema_decay=0.0), data)
+    with_ema = load_file(tmp_path / "ema" / "latest.resume.safetensors")
+    saved_raw = load_file(tmp_path / "raw" / "latest.safetensors")
+    saved_ema = load_file(tmp_path / "ema" / "latest.safetensors")
+    assert all(torch.equal(with_ema["model." + k], v) for k, v in saved_raw.items())
+    assert not all(torch.equal(saved_ema[k], v) for k, v in saved_raw.items())
+
+
 def test_run_folder_guards(data, tmp_path):
     with pytest.raises(UserError, match="nothing to resume"):
         train(tiny_config(tmp_path, resume=True), data)
