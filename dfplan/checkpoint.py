@@ -62,7 +62,9 @@ def _pair_files(stem: Path, tensors: dict, info: dict, fmt: str) -> tuple[dict[P
     flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     weights = safetensors_bytes(flat, metadata={"format": "pt", "dfplan_save_id": save_id})
     header = {"format": fmt, "format_version": FORMAT_VERSION, "save_id": save_id}
-    meta = (json.dumps({**header, **info}, indent=2) + "\n").encode()
+    # The header wins: meta read back from a checkpoint carries the old save id.
+    kept = {k: v for k, v in info.items() if k not in header}
+    meta = (json.dumps({**header, **kept}, indent=2) + "\n").encode()
     return {_with(stem, ".safetensors"): weights, _with(stem, ".json"): meta}, save_id
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from dfplan.envs.datasets import load_trajectories
 from dfplan.loss import diffusion_loss
 from dfplan.model import DiffusionForcingModel
 from dfplan.normalizer import Normalizer
+from dfplan.train import TrainConfig, lr_at
 from dfplan.windows import WindowSampler, dataset_goals
 
 
@@ -56,10 +56,11 @@ def main() -> None:
     )
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
     generator = torch.Generator().manual_seed(args.seed)
+    schedule = TrainConfig(steps=args.steps, lr=1e-4, warmup=0, final_lr_ratio=0.1)
     start = time.time()
     for step in range(args.steps):
         for group in opt.param_groups:
-            group["lr"] = 1e-4 * (0.1 + 0.45 * (1 + math.cos(math.pi * step / args.steps)))
+            group["lr"] = lr_at(step, schedule)
         first_obs, tokens, goals = sampler.sample(64)
         loss = diffusion_loss(
             model, first_obs, tokens, generator, goals=goals, goal_dropout=dropout
@@ -72,9 +73,9 @@ def main() -> None:
             print(f"step {step} loss {loss.item():.4f} ({time.time() - start:.0f} s)", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    kept = {k: v for k, v in meta.items() if k not in ("save_id", "format", "format_version")}
-    kept["train_step"] = meta["train_step"] + args.steps
-    save_checkpoint(out / "latest", model.eval(), kept)
+    save_checkpoint(
+        out / "latest", model.eval(), {**meta, "train_step": meta["train_step"] + args.steps}
+    )
     print(f"checkpoint: {out / 'latest'}")
 
 

@@ -54,6 +54,15 @@ def test_round_trip(saved):
     assert ModelConfig(**meta["config"]) == TINY
 
 
+def test_meta_read_back_saves_again_as_a_new_matching_pair(saved, tmp_path):
+    stem, model = saved
+    _, meta = load_checkpoint(stem)  # carries the first save's id
+    again = tmp_path / "copy" / "latest"
+    new_id = save_checkpoint(again, model, {**meta, "train_step": 8})
+    assert new_id != meta["save_id"]
+    assert load_checkpoint(again)[1]["save_id"] == new_id
+
+
 def test_missing_files(saved):
     stem, _ = saved
     with pytest.raises(UserError, match="not found") as e:

@@ -201,8 +201,8 @@ def test_resume_is_exact(data, tmp_path):
 
 
 def test_ema_only_reads_the_weights_so_ema_off_saves_the_same_run_s_raw_weights(data, tmp_path):
-    # The shipped large checkpoint is the raw weights of an EMA run: this is why the recipe
-    # without EMA rebuilds it.
+    # EMA changes only what is saved: docs/experiments.md compares an EMA run's raw weights with
+    # a run without EMA on that ground.
     model = replace(TINY_MODEL, dropout=0.1)
     train(tiny_config(tmp_path / "ema", steps=30, model=model, ema_decay=0.9), data)
     train(tiny_config(tmp_path / "raw", steps=30, model=model, ema_decay=0.0), data)
