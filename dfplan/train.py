@@ -55,7 +55,7 @@ CHECKPOINT_NAME = "latest"
 
 @dataclass
 class TrainConfig:
-    task: str = "maze2d-umaze"  # CLI task name; its maze picks the defaults in RECOMMENDED
+    task: str = "maze2d-umaze"  # CLI task name; `dfplan train` fills the rest from its recipe
     dataset: str | None = None  # Minari id, folder or D4RL hdf5; None: the task's dataset id
     steps: int = 20_000  # total optimizer steps (a resumed run continues up to this)
     batch_size: int = 64  # windows per step and per rank
