@@ -28,7 +28,7 @@ def checkpoint_hash(stem: Path) -> str:
 
 
 def decisions(name: str) -> list[list[float]]:
-    """Actions of shipped checkpoint `name` (e.g. maze2d-large, maze2d-large-paper): STEPS
+    """Actions of shipped checkpoint `name` (e.g. maze2d-large, maze2d-medium-paper): STEPS
     decisions from env seed s, planner seed s, for each s in SEEDS; (len(SEEDS) * STEPS, 2)."""
     import gymnasium as gym
     import torch
