@@ -55,6 +55,48 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
         "(default: one per two CPU cores, at most 8, for the learned planners on CPU; else 1)",
     )
     p.add_argument("--label", default=None, help="name for this variant in tables, plots, files")
+    p.add_argument(
+        "--zone",
+        action="append",
+        default=[],
+        metavar="X,Y,R",
+        help="add a keep-out disk (qpos frame); repeat for more; the DF planners avoid it by "
+        "default and the expert treats it as a wall",
+    )
+    p.add_argument(
+        "--objective",
+        nargs="*",
+        default=None,
+        metavar="NAME=WEIGHT",
+        help="objective of the DF planners: keepout=W, effort=W, module:attr=W (a callable on "
+        "a plan), or none (default: keepout=10 on tasks with zones, else none)",
+    )
+
+
+def with_zones(task, zones: list[str]):
+    """The task with the `--zone X,Y,R` disks added (checked against its maze)."""
+    import dataclasses
+
+    import numpy as np
+
+    from dfplan.envs.layouts import LAYOUTS, parse_layout
+    from dfplan.envs.maze2d import check_zones
+
+    if not zones:
+        return task
+    parsed = []
+    for text in zones:
+        try:
+            x, y, r = (float(v) for v in text.split(","))
+        except ValueError:
+            raise UserError(f"--zone takes X,Y,R (three numbers), got '{text}'") from None
+        parsed.append((x, y, r))
+    try:
+        check_zones(parsed, parse_layout(LAYOUTS[task.maze]))
+    except ValueError as e:
+        raise UserError(f"--zone: {e}") from None
+    zones = tuple(task.zones) + tuple(tuple(float(v) for v in z) for z in np.array(parsed))
+    return dataclasses.replace(task, zones=zones)
 
 
 def check_device(device: str | None) -> str:
@@ -70,7 +112,7 @@ def check_device(device: str | None) -> str:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    task = get_task(args.task)
+    task = with_zones(get_task(args.task), args.zone)
     if args.method not in METHODS:
         raise UserError(f"unknown method '{args.method}'; valid methods: {', '.join(METHODS)}")
     if args.episodes <= 0:
@@ -88,13 +130,15 @@ def run_bench(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("results")
     ensure_writable_dir(out, "--out", "results")
 
-    spec = (args.method, task.name, args.checkpoint, device, tuple(args.planner), args.batch_size)
+    objective = None if args.objective is None else tuple(args.objective)
+    spec = (args.method, task, args.checkpoint, device, tuple(args.planner), args.batch_size)
+    spec = (*spec, objective)
     rank, world = _distributed()
     if world > 1 and device == "cuda":  # one GPU per rank, as torchrun numbers them
         device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
         spec = (*spec[:3], device, *spec[4:])
     # Built before any episode runs, so a bad checkpoint or planner setting fails at once.
-    policy = make_policy(*spec[:5]) if world == 1 else None
+    policy = make_policy(*spec[:5], objective) if world == 1 else None
     tic = time.perf_counter()
     if world > 1:  # under torchrun: rank r runs shard r; rank 0 gathers and writes
         import torch.distributed as dist
@@ -128,6 +172,9 @@ def run_bench(args: argparse.Namespace) -> int:
                 "raw_mean",
                 "success_rate",
                 "steps_to_goal_mean",
+                "zone_steps_mean",
+                "zone_entered_rate",
+                "energy_mean",
             )
         },
         "decisions_per_second": dps,
@@ -136,6 +183,8 @@ def run_bench(args: argparse.Namespace) -> int:
         "machine": f"{platform.machine()} {os.cpu_count()} cpus",
         "checkpoint": shards[0]["checkpoint"],
         "config": shards[0]["config"],
+        "zones": [list(z) for z in task.zones],
+        "objective": shards[0]["objective"],
         "workers": max(world, workers),
         "protocol": "D4RL-faithful env, full time limit, sparse reward r=0.5, "
         f"{_replanning(shards[0]['config'])}, seeds seed..seed+N-1, D4RL-normalised x100, "
@@ -183,10 +232,9 @@ def run_shard(
     """Run episodes seed..seed+episodes-1 of one bench; everything a result file needs."""
     from dataclasses import asdict, is_dataclass
 
-    method, task_name, checkpoint, device, planner, batch_size = spec
-    task = get_task(task_name)
+    method, task, checkpoint, device, planner, batch_size, objective = spec
     if policy is None:
-        policy = make_policy(method, task, checkpoint, device, planner)
+        policy = make_policy(method, task, checkpoint, device, planner, objective)
     records, dps = run_episodes(
         task, policy, episodes, seed, batch_size, progress=progress, report=report
     )
@@ -196,7 +244,16 @@ def run_shard(
         "decisions_per_second": dps,
         "checkpoint": getattr(policy, "checkpoint", None),
         "config": asdict(config) if is_dataclass(config) else {},
+        "objective": describe_objective(getattr(policy, "objective", None)),
     }
+
+
+def describe_objective(objective) -> str | None:
+    """A readable line for result files: 'KeepOut*10 + Effort*0.5'."""
+    if objective is None:
+        return None
+    terms = getattr(objective, "terms", ((objective, 1.0),))
+    return " + ".join(f"{type(r).__name__}*{w:g}" for r, w in terms)
 
 
 def _shard(seed: int, episodes: int, index: int, count: int) -> tuple[int, int]:
@@ -259,7 +316,7 @@ def _run_workers(spec: tuple, seed: int, episodes: int, workers: int) -> list[di
     jobs = [(spec, *_shard(seed, episodes, i, workers), threads) for i in range(workers)]
     jobs = [j for j in jobs if j[2] > 0]
     ctx = mp.get_context("spawn")  # fresh interpreters: no forked torch thread pools
-    task = get_task(spec[1])
+    task = spec[1]
     bar = step_bar(task, episodes, desc=f"{task.name} ({len(jobs)} workers)")
     procs, pending, shards, reached = [], {}, {}, 0
     try:

@@ -27,6 +27,8 @@ class EpisodeRecord:
     success: bool  # reached the goal (within 0.5) at least once
     first_success_step: int | None  # 1-based step of the first success, None if never
     final_position: list[float] | None = None  # (x, y) at the end of the episode
+    zone_steps: int = 0  # steps that ended inside a keep-out zone (info["cost"] summed)
+    energy: float = 0.0  # action energy: sum over steps of ||a_t||^2 (actions clipped to [-1, 1])
     success_steps: list[int] | None = None  # not stored by default; used by success curves
 
     def to_dict(self) -> dict:
@@ -68,12 +70,13 @@ def run_episodes(
     bar = step_bar(task, episodes, disable=not progress)
     for start in range(0, episodes, batch_size):
         seeds = all_seeds[start : start + batch_size]
-        envs = [gym.make(task.env_id) for _ in seeds]
+        envs = [gym.make(task.env_id, zones=task.zones) for _ in seeds]
         resets = [env.reset(seed=s) for env, s in zip(envs, seeds, strict=True)]
         obs = np.stack([r[0] for r in resets])
         infos = [r[1] for r in resets]
         policy.reset(seed=seeds[0] if policy_seed is None else policy_seed + start)
         returns = np.zeros(len(seeds))
+        costs, energy = np.zeros(len(seeds), dtype=np.int64), np.zeros(len(seeds))
         first = [None] * len(seeds)
         for t in range(1, task.max_episode_steps + 1):
             info = {"goal": np.stack([i["goal"] for i in infos])}
@@ -84,9 +87,11 @@ def run_episodes(
             steps = [env.step(a) for env, a in zip(envs, actions, strict=True)]
             obs = np.stack([s[0] for s in steps])
             infos = [s[4] for s in steps]
+            energy += (np.clip(np.asarray(actions, dtype=np.float64), -1, 1) ** 2).sum(axis=1)
             arrived = 0
             for k, s in enumerate(steps):
                 returns[k] += s[1]
+                costs[k] += s[4].get("cost", 0.0) > 0
                 if first[k] is None and s[4]["success"]:
                     first[k] = t
                     arrived += 1
@@ -101,9 +106,10 @@ def run_episodes(
         for k, s in enumerate(seeds):
             norm = envs[k].unwrapped.normalized_score(returns[k])
             final = [float(v) for v in obs[k, :2]]
-            records.append(
-                EpisodeRecord(s, float(returns[k]), norm, first[k] is not None, first[k], final)
-            )
+            record = EpisodeRecord(s, float(returns[k]), norm, first[k] is not None, first[k])
+            record.final_position, record.zone_steps = final, int(costs[k])
+            record.energy = float(energy[k])
+            records.append(record)
         if progress:
             score = np.mean([r.normalized for r in records])
             tqdm.write(f"{len(records)}/{episodes} episodes done, running score {score:.1f}")
@@ -121,4 +127,7 @@ def summarize(records: list[EpisodeRecord]) -> dict:
         "raw_mean": float(np.mean([r.raw_return for r in records])),
         "success_rate": float(np.mean([r.success for r in records])),
         "steps_to_goal_mean": float(np.mean(firsts)) if firsts else None,
+        "zone_steps_mean": float(np.mean([r.zone_steps for r in records])),
+        "zone_entered_rate": float(np.mean([r.zone_steps > 0 for r in records])),
+        "energy_mean": float(np.mean([r.energy for r in records])),
     }

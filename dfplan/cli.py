@@ -68,7 +68,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     from dfplan.recipe import data_settings
 
     task = get_task(args.task)
-    if task.multi_goal:
+    if task.name != task.dataset_task:
         raise UserError(
             f"{task.name} uses the {task.dataset_task} dataset: "
             f"run 'dfplan data {task.dataset_task}'"

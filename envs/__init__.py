@@ -1,7 +1,8 @@
 """D4RL-faithful Maze2D environments, task registry and datasets.
 
-Importing this module registers the six env ids with gymnasium:
-`dfplan/maze2d-{umaze,medium,large}-v1` and `dfplan/multi2d-{umaze,medium,large}-v1`.
+Importing this module registers the env ids with gymnasium:
+`dfplan/maze2d-{umaze,medium,large}-v1`, `dfplan/multi2d-{umaze,medium,large}-v1` and the
+keep-out scenarios `dfplan/{maze2d-large,maze2d-medium,multi2d-large}-keepout-v1`.
 """
 
 import gymnasium as gym
@@ -22,6 +23,7 @@ def register_envs() -> None:
                 "multi_goal": task.multi_goal,
                 "ref_min_score": task.ref_min_score,
                 "ref_max_score": task.ref_max_score,
+                "zones": task.zones,
             },
         )
 

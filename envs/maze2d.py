@@ -10,12 +10,38 @@ import mujoco
 import numpy as np
 from gymnasium import spaces
 
-from dfplan.envs.layouts import LAYOUTS, build_mjcf, free_cells, goal_cell, parse_layout
+from dfplan.envs.layouts import (
+    LAYOUTS,
+    build_mjcf,
+    free_cells,
+    goal_cell,
+    inner_bounds,
+    parse_layout,
+)
 
 SUCCESS_RADIUS = 0.5  # D4RL's sparse reward radius
 MAX_SPEED = 5.0  # D4RL clips qvel to [-5, 5] before each step
 # One step moves the ball at most 5 * 0.01 per axis; a jump ten times that means a reset.
 RESET_JUMP = 0.5
+ZONE_CLEARANCE = 0.2  # starts and goals keep this far outside every keep-out zone
+
+
+def check_zones(zones, layout: np.ndarray) -> np.ndarray:
+    """Keep-out zones ((x, y, radius), ...) -> (Z, 3) float64; ValueError (one line) for a zone
+    that is not three finite numbers, has a radius <= 0, or has its centre outside the maze."""
+    z = np.asarray(zones, dtype=np.float64).reshape(-1, 3) if len(zones) else np.zeros((0, 3))
+    low, high = inner_bounds(layout)
+    for x, y, r in z:
+        if not np.all(np.isfinite((x, y, r))):
+            raise ValueError(f"keep-out zone ({x:g}, {y:g}, {r:g}) is not finite")
+        if r <= 0:
+            raise ValueError(f"keep-out zone at ({x:g}, {y:g}) needs a radius > 0, got {r:g}")
+        if not (low[0] <= x <= high[0] and low[1] <= y <= high[1]):
+            raise ValueError(
+                f"keep-out zone centre ({x:g}, {y:g}) is outside the maze: centres lie in "
+                f"x [{low[0]:g}, {high[0]:g}], y [{low[1]:g}, {high[1]:g}] (D4RL's qpos frame)"
+            )
+    return z
 
 
 class Maze2DEnv(gym.Env):
@@ -46,10 +72,14 @@ class Maze2DEnv(gym.Env):
     Never terminates; truncated at the D4RL time limit (300 / 600 / 800 steps) by `gym.make`.
 
     ## Info
-    `info["goal"]` (2,) and `info["success"]` (distance to goal <= 0.5), on reset and every step.
+    `info["goal"]` (2,) and `info["success"]` (distance to goal <= 0.5), on reset and every step;
+    `info["cost"]` (1.0 inside a keep-out zone, else 0.0) and `info["zones"]` ((Z, 3) rows
+    (x, y, radius)). With zones, starts and random goals are drawn from the cells whose centre
+    lies farther than radius + 0.2 from every zone centre (so no start or goal is inside one).
 
     ## Arguments
-    `maze` ("umaze", "medium", "large"), `multi_goal`, `reward_type` ("sparse", "dense"),
+    `maze` ("umaze", "medium", "large"), `multi_goal`, `zones` ((x, y, radius), ...),
+    `reward_type` ("sparse", "dense"),
     `render_mode` (None, "rgb_array"), `renderer` ("auto", "mujoco", "matplotlib"),
     `ref_min_score`, `ref_max_score` (D4RL normalisation).
 
@@ -69,6 +99,7 @@ class Maze2DEnv(gym.Env):
         ref_min_score: float = 0.0,
         ref_max_score: float = 1.0,
         image_size: int = 256,
+        zones=(),
     ):
         if maze not in LAYOUTS:
             raise ValueError(f"unknown maze '{maze}'; valid: {', '.join(LAYOUTS)}")
@@ -85,7 +116,12 @@ class Maze2DEnv(gym.Env):
         self.image_size = image_size
         self.ref_min_score = ref_min_score
         self.ref_max_score = ref_max_score
-        self.reset_cells = np.array(free_cells(self.layout), dtype=np.float64)
+        self.zones = check_zones(zones, self.layout)  # (Z, 3)
+        cells = np.array(free_cells(self.layout), dtype=np.float64)
+        clear = np.ones(len(cells), dtype=bool)
+        for x, y, r in self.zones:  # 0.2: the start / goal jitter of 0.1 per axis, and a margin
+            clear &= np.linalg.norm(cells - (x, y), axis=1) > r + ZONE_CLEARANCE
+        self.reset_cells = cells[clear]
         self.goal_cell = np.array(goal_cell(self.layout), dtype=np.float64)
 
         self.model = mujoco.MjModel.from_xml_string(build_mjcf(self.layout))
@@ -114,7 +150,11 @@ class Maze2DEnv(gym.Env):
 
     def _info(self, obs: np.ndarray) -> dict[str, Any]:
         distance = float(np.linalg.norm(obs[:2] - self.goal))
-        return {"goal": self.goal.copy(), "success": distance <= SUCCESS_RADIUS}
+        info = {"goal": self.goal.copy(), "success": distance <= SUCCESS_RADIUS}
+        inside = np.linalg.norm(obs[:2] - self.zones[:, :2], axis=1) <= self.zones[:, 2]
+        info["cost"] = float(inside.any())
+        info["zones"] = self.zones.copy()
+        return info
 
     def normalized_score(self, raw_return: float) -> float:
         """D4RL normalisation, x100: 0 is a random policy, 100 is D4RL's reference 'expert'."""

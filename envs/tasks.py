@@ -15,6 +15,9 @@ class Task:
     max_episode_steps: int  # D4RL time limit
     ref_min_score: float  # D4RL normalisation constants (raw return of random / "expert")
     ref_max_score: float
+    # Keep-out zones (x, y, radius) in the qpos frame: the env reports info["cost"] = 1 inside
+    # one, never starts or puts a goal in one, and the planner is handed them as an objective.
+    zones: tuple[tuple[float, float, float], ...] = ()
 
     @property
     def env_id(self) -> str:
@@ -22,7 +25,7 @@ class Task:
 
     @property
     def dataset_task(self) -> str:
-        """Multi2D tasks share the Maze2D dataset of the same maze (same data, other goals)."""
+        """Multi2D and keep-out tasks share the Maze2D dataset of the same maze."""
         return f"maze2d-{self.maze}"
 
     @property
@@ -42,6 +45,17 @@ TASKS: dict[str, Task] = {
     for prefix in ("maze2d", "multi2d")
     for maze, consts in _MAZES.items()
 }
+
+# Keep-out scenarios: the same dynamics, reward and normalisation, one zone on the link most
+# shortest routes take where a detour exists (docs/results.md gives the share of routes it cuts).
+# large: cell (4, 6), the link between the top-left rooms and the corridor to the goal (detour
+# through column 10); medium: cell (3, 3), the link from the top-left rooms to the goal's side
+# (detour through the loop of the bottom-left).
+_ZONES = {"large": ((4.0, 6.0, 0.6),), "medium": ((3.0, 3.0, 0.6),)}
+for _prefix, _maze in (("maze2d", "large"), ("maze2d", "medium"), ("multi2d", "large")):
+    _base = TASKS[f"{_prefix}-{_maze}"]
+    _name = f"{_base.name}-keepout"
+    TASKS[_name] = Task(_name, _maze, _base.multi_goal, *_MAZES[_maze], zones=_ZONES[_maze])
 
 
 def get_task(name: str) -> Task:

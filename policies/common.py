@@ -128,11 +128,13 @@ class PlannerPolicy:
         checkpoint: str | Path | None = None,
         device: str | None = None,
         planner_key: str = "planner",
+        objective=None,
         **planner_overrides,
     ):
         """Load the checkpoint of this kind shipped for `task` (or `checkpoint`) with its tuned
         planner settings (the checkpoint JSON's `planner_key` entry); `planner_overrides`
-        replace fields of CONFIG.
+        replace fields of CONFIG. `objective` (policies that plan with one): a callable on a
+        plan, see dfplan.guidance.
 
         A checkpoint of another maze or kind, or with bad settings, raises UserError (one line).
         """
@@ -163,7 +165,19 @@ class PlannerPolicy:
             raise UserError(f"bad planner settings or checkpoint metadata ({stem}): {e}") from None
         policy = cls(cls.PLANNER(model, normalizer, config), spec.max_episode_steps, spec.maze)
         policy.checkpoint = str(stem)
+        try:
+            policy._load_extras(meta)
+            if objective is not None:
+                policy.set_objective(objective)
+        except (TypeError, ValueError) as e:
+            raise UserError(f"{e} ({stem})") from None
         return policy
+
+    def _load_extras(self, meta: dict) -> None:
+        """Read what else the checkpoint ships for this kind of policy (default: nothing)."""
+
+    def set_objective(self, objective) -> None:
+        raise ValueError(f"{type(self).__name__} does not plan with an objective")
 
     def reset(self, goal=None, seed: int | None = None) -> None:
         self.goal = None if goal is None else np.asarray(goal, dtype=np.float64)

@@ -19,6 +19,7 @@ from dfplan.policies.common import batch_goals
 P_GAIN, D_GAIN = 10.0, -1.0  # D4RL's waypoint controller gains
 SOLVE_RADIUS = 0.1  # a waypoint (or the goal cell) counts as reached within this distance
 VEL_THRESH = 0.1  # D4RL: only advance when the per-step displacement is below this
+ZONE_MARGIN = 0.3  # the zone-aware expert walls off cells this close to a zone's edge
 
 
 def shortest_path(layout: np.ndarray, start: tuple[int, int], goal: tuple[int, int]):
@@ -106,10 +107,16 @@ class WaypointExpert:
     `reset(goal=None, seed=None)` and `act(obs, info)`: obs (B, 4) or (4,) -> actions (B, 2)
     or (2,).
     The goal comes from `info["goal"]` ((B, 2) or (2,)) when given, else from `reset(goal=...)`.
+    With keep-out `zones` ((x, y, radius), ...) it routes around them: every cell whose centre
+    lies within radius + 0.3 of a zone's centre counts as a wall (the zone-aware expert).
     """
 
-    def __init__(self, task_or_env):
-        self.layout = _layout_of(task_or_env)
+    def __init__(self, task_or_env, zones=()):
+        self.layout = _layout_of(task_or_env).copy()
+        cells = np.argwhere(self.layout != WALL)
+        for x, y, r in zones:
+            for i, j in cells[np.linalg.norm(cells - (x, y), axis=1) < r + ZONE_MARGIN]:
+                self.layout[i, j] = WALL
         self.goal: np.ndarray | None = None
         self.seed: int | None = None
         self.followers: list[WaypointFollower] = []

@@ -10,6 +10,57 @@ from dfplan.envs import get_task
 from dfplan.errors import UserError
 
 METHODS = ("df", "df-paper", "df-nomcg", "diffuser", "expert", "greedy", "random")
+# A scenario's zones enter the DF planners as KeepOut(zones) * KEEPOUT_WEIGHT: each planned frame
+# inside a zone weighs like 10 steps of travel, so any clean detour beats a route through it.
+KEEPOUT_WEIGHT = 10.0
+
+
+def parse_objective(terms: list[str], task):
+    """['keepout=10', 'effort=0.5', 'pkg.mod:name=2'] -> one objective (a weighted sum), or None
+    for [] or ['none']. keepout uses the task's zones; pkg.mod:name is any importable callable
+    on a Plan (a class is instantiated with no arguments)."""
+    import math
+
+    from dfplan.guidance import Effort, KeepOut, SumReward
+
+    if not terms or terms == ["none"]:
+        return None
+    parts = []
+    for term in terms:
+        name, _, text = term.rpartition("=")
+        if not name:
+            raise UserError(
+                f"--objective takes NAME=WEIGHT (keepout, effort or module:attr), got '{term}'"
+            )
+        try:
+            weight = float(text)
+        except ValueError:
+            weight = math.nan
+        if not math.isfinite(weight):
+            raise UserError(f"--objective {name}: the weight must be a finite number, got '{text}'")
+        if name == "keepout":
+            if not task.zones:
+                raise UserError(f"--objective keepout: {task.name} has no zones; add --zone X,Y,R")
+            parts.append((KeepOut(task.zones), weight))
+        elif name == "effort":
+            parts.append((Effort(), weight))
+        elif ":" in name:
+            parts.append((_import_objective(name), weight))
+        else:
+            raise UserError(f"--objective {name}: unknown; use keepout, effort or module:attr")
+    return SumReward(*parts)
+
+
+def _import_objective(path: str):
+    import importlib
+    import inspect
+
+    module, _, attr = path.partition(":")
+    try:
+        found = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as e:
+        raise UserError(f"--objective {path}: cannot import it ({e})") from None
+    return found() if inspect.isclass(found) else found
 
 
 def parse_overrides(pairs: list[str], config_cls: type | None = None) -> dict:
@@ -42,10 +93,19 @@ def parse_overrides(pairs: list[str], config_cls: type | None = None) -> dict:
 
 
 def make_policy(
-    method: str, task, checkpoint: str | None = None, device: str | None = None, planner=()
+    method: str,
+    task,
+    checkpoint: str | None = None,
+    device: str | None = None,
+    planner=(),
+    objective: list[str] | None = None,
 ):
     """The policy of `method` for `task` (a name or Task): learned ones from `checkpoint` (None:
     the shipped one) on `device`, with `planner` overrides ["FIELD=VALUE", ...].
+
+    objective: terms for `parse_objective` (DF planners); None: the task's own, keep-out of its
+    zones for a scenario task, nothing otherwise; ["none"]: no objective at all. The expert
+    (and only it) treats a task's zones as walls.
 
     df: the checkpoint's planner; df-paper: the paper's setting (an unconditional model steered
     by Euclidean goal guidance with MCG): the maze's shipped `-paper` checkpoint where there is
@@ -64,8 +124,15 @@ def make_policy(
 
             paper = shipped_paper_checkpoint(task) if checkpoint is None else None
             checkpoint, key = (paper, "planner") if paper else (checkpoint, "planner_paper")
+        if objective is None:
+            objective = [f"keepout={KEEPOUT_WEIGHT:g}"] if task.zones else []
         return DiffusionForcingPolicy.from_pretrained(
-            task.name, checkpoint, device, planner_key=key, **overrides
+            task.name,
+            checkpoint,
+            device,
+            planner_key=key,
+            objective=parse_objective(list(objective), task),
+            **overrides,
         )
     if method == "diffuser":
         from dfplan.policies.diffuser import DiffuserConfig, DiffuserPolicy
@@ -75,7 +142,7 @@ def make_policy(
     if method == "expert":
         from dfplan.policies import WaypointExpert
 
-        return WaypointExpert(task.name)
+        return WaypointExpert(task.name, zones=task.zones)
     if method == "greedy":
         from dfplan.policies import GreedyPolicy
 

@@ -9,13 +9,7 @@ from helpers import TINY_NORMALIZER
 from dfplan import diffusion
 from dfplan import planner as planner_module
 from dfplan.diffusion import shift_one_frame
-from dfplan.guidance import (
-    ActionEnergyReward,
-    GoalReward,
-    KeepAwayReward,
-    SumReward,
-    clip_token_norm,
-)
+from dfplan.guidance import Effort, GoalReward, KeepOut, SumReward, clip_token_norm
 from dfplan.model import DiffusionForcingModel, ModelConfig, tokens_to_frames
 from dfplan.planner import Condition, DiffusionForcingPlanner, PlannerConfig
 from dfplan.rollout import rollout
@@ -311,8 +305,8 @@ def test_other_rewards_plug_in():
     planner.reset(2, seeds=[0, 1])
     reward = SumReward(
         (GoalReward(torch.tensor([3.0, 3.0])), 1.0),
-        (KeepAwayReward(torch.tensor([2.0, 2.5]), 0.5), 2.0),
-        (ActionEnergyReward(), 0.1),
+        (KeepOut([[2.0, 2.5, 0.5]]), 2.0),
+        (Effort(), 0.1),
     )
     a = planner.act(np.array([[2.0, 2.0, 0, 0], [1.0, 3.0, 0, 0]]), reward, 10)
     assert a.shape == (2, 2) and np.all(np.isfinite(a))
