@@ -28,6 +28,7 @@ from dfplan.errors import UserError
 from dfplan.files import atomic_write_files
 from dfplan.model import DiffusionForcingModel, ModelConfig
 from dfplan.policies.diffuser_unet import TemporalUNet, UNetConfig
+from dfplan.policies.gcbc import GCBCConfig, GCBCNet
 
 FORMAT = "dfplan-checkpoint"
 RESUME_FORMAT = "dfplan-resume"
@@ -36,8 +37,13 @@ SUFFIXES = (".safetensors", ".json")
 # The networks a checkpoint can hold: its JSON's "model_kind" picks the config and model classes
 # (files written before the Diffuser baseline have none and hold "df"). Kind names are also the
 # bench methods that use them.
-MODEL_KINDS = {"df": (ModelConfig, DiffusionForcingModel), "diffuser": (UNetConfig, TemporalUNet)}
-SHIPPED_SUFFIX = {"df": "", "diffuser": "-diffuser"}  # shipped stems: maze2d-umaze-diffuser, ...
+MODEL_KINDS = {
+    "df": (ModelConfig, DiffusionForcingModel),
+    "diffuser": (UNetConfig, TemporalUNet),
+    "gcbc": (GCBCConfig, GCBCNet),
+}
+# shipped stems: maze2d-umaze, maze2d-umaze-diffuser, maze2d-umaze-gcbc
+SHIPPED_SUFFIX = {"df": "", "diffuser": "-diffuser", "gcbc": "-gcbc"}
 
 
 def model_kind(model: torch.nn.Module) -> str:
@@ -212,7 +218,7 @@ def load_checkpoint(
     return model.to(device).eval(), meta
 
 
-def _model_config(meta: dict, stem: Path, config_cls: type) -> ModelConfig | UNetConfig:
+def _model_config(meta: dict, stem: Path, config_cls: type):
     raw = meta.get("config")
     if not isinstance(raw, dict):
         raise UserError(f"{stem}.json has no model config; re-create the checkpoint")

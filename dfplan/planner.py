@@ -170,6 +170,10 @@ class DiffusionForcingPlanner:
         m, (n, t, d) = self.config.mcg_samples, x.shape
         b = len(self.generators)
         c = n // b
+        if m == 1:
+            x0, flat = self._flat_reward(x, k_from, cond, reward, steps_left)
+            if flat:
+                return x0, torch.zeros_like(x)
         offsets = torch.zeros(m, n, t, d, device=x.device, dtype=x.dtype)
         if m > 1:
             with torch.no_grad():
@@ -195,6 +199,20 @@ class DiffusionForcingPlanner:
         if self.config.guidance_clip > 0:
             grad = clip_token_norm(grad, self.config.guidance_clip)
         return x0r.view(m, n, t, d)[0].detach(), grad
+
+    def _flat_reward(self, x, k_from, cond, reward, steps_left):
+        """(x0, True) when the reward's gradient at the predicted plan is zero for every plan
+        of the batch (a keep-out objective is flat far from its zones): then the gradient w.r.t.
+        the noisy tokens is exactly zero too, and one forward pass is all the row needs."""
+        n, t, d = x.shape
+        b = len(self.generators)
+        with torch.no_grad():
+            x0 = self._predict_x0(x, k_from, cond)
+        probe = x0.detach().requires_grad_(True)
+        with torch.enable_grad():
+            scores = [reward(self.to_plan(x0j, steps_left)) for x0j in probe.view(n // b, b, t, d)]
+            (grad,) = torch.autograd.grad(torch.stack(scores).sum(), inputs=probe)
+        return x0, bool((grad == 0).all())
 
     def _run(self, x, rows, cond, reward, steps_left, x0=None):
         """Denoise x through consecutive rows of (C * B, T) step levels; returns (x, last x0)."""

@@ -20,7 +20,12 @@ RECIPES_DIR = Path(__file__).with_name("recipes")
 # The models a recipe can hold: name -> (model kind, suffix of its shipped checkpoint's stem).
 # "df-paper" is the unconditional DF model of the paper's setting (`dfplan bench --method
 # df-paper`), shipped where it scores higher than the goal-conditioned model without its goal.
-MODELS = {"df": ("df", ""), "df-paper": ("df", "-paper"), "diffuser": ("diffuser", "-diffuser")}
+MODELS = {
+    "df": ("df", ""),
+    "df-paper": ("df", "-paper"),
+    "diffuser": ("diffuser", "-diffuser"),
+    "gcbc": ("gcbc", "-gcbc"),
+}
 
 
 def recipe_path(maze: str) -> Path:
@@ -64,6 +69,8 @@ def planner_meta(maze: str, name: str = "df") -> dict:
     settings were chosen)."""
     from dataclasses import asdict
 
+    if MODELS[name][0] == "gcbc":  # a policy: nothing to plan with
+        return {}
     if MODELS[name][0] == "df":
         from dfplan.planner_config import PlannerConfig as config_cls
     else:

@@ -77,7 +77,8 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
     resume: bool = False  # continue the run in `out` from its latest checkpoint
     progress: bool = True  # tqdm bar on rank 0
-    model_kind: str = "df"  # "df": the DF transformer; "diffuser": the temporal U-Net baseline
+    model_kind: str = "df"  # "df": the DF transformer; "diffuser": the temporal U-Net baseline;
+    # "gcbc": the goal-conditioned behaviour cloning MLP (policies/gcbc.py)
     model: ModelConfig | UNetConfig = field(default_factory=ModelConfig)  # model_kind's config
 
     @classmethod
@@ -146,6 +147,10 @@ def train(config: TrainConfig, data: Trajectories, planner_meta: dict | None = N
     Writes into the run folder: `latest.safetensors` + `latest.json` (the model: EMA weights if
     EMA is on), `latest.resume.*` (optimizer, EMA, RNG, step), `metrics.jsonl`, `curve.png`.
     """
+    if config.model_kind == "gcbc":  # a plain regression: its own short loop
+        from dfplan.policies.gcbc import train_gcbc
+
+        return train_gcbc(config, data, planner_meta)
     task = get_task(config.task)
     mcfg = config.model
     try:

@@ -83,7 +83,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="which model of the recipe: df, the goal-conditioned Diffusion Forcing transformer "
         "(default); df-paper, the unconditional one of the paper's setting, where the recipe has "
-        "it; diffuser, the Diffuser baseline's temporal U-Net (--window is its horizon)",
+        "it; diffuser, the Diffuser baseline's temporal U-Net (--window is its horizon); gcbc, "
+        "goal-conditioned behaviour cloning (an MLP, minutes)",
     )
     for name, kind in {**_TRAIN_FLAGS, **_MODEL_FLAGS, **_UNET_FLAGS}.items():
         flag = "--" + name.replace("_", "-")
@@ -153,11 +154,10 @@ def _with_flags(
     config: TrainConfig, args: argparse.Namespace, task: str, out: Path, resume: bool
 ) -> TrainConfig:
     """`config` with the command line's flags applied (model flags checked against its kind)."""
-    own, other = (
-        (_UNET_FLAGS, _MODEL_FLAGS)
-        if config.model_kind == "diffuser"
-        else (_MODEL_FLAGS, _UNET_FLAGS)
-    )
+    own, other = {
+        "diffuser": (_UNET_FLAGS, _MODEL_FLAGS),
+        "gcbc": ({}, {**_MODEL_FLAGS, **_UNET_FLAGS}),
+    }.get(config.model_kind, (_MODEL_FLAGS, _UNET_FLAGS))
     for name in other:
         if getattr(args, name) is not None:
             flags = ", ".join("--" + n.replace("_", "-") for n in own)
@@ -169,7 +169,7 @@ def _with_flags(
     model_overrides = {k: getattr(args, k) for k in own if getattr(args, k) is not None}
     if args.window is not None and config.model_kind == "diffuser":
         model_overrides["horizon"] = args.window  # the U-Net plans as far as it was trained
-    elif args.window is not None:  # positions must cover the new window
+    elif args.window is not None and config.model_kind == "df":  # positions cover the window
         model_overrides.setdefault("max_tokens", args.window // config.model.frame_stack)
     return TrainConfig(
         **{

@@ -13,7 +13,9 @@ clock and plan start afresh. A changed goal also restarts that environment's pla
 
 An objective (`from_pretrained(task, objective=KeepOut(zones) * 10)`, see dfplan.guidance)
 changes two things: route search (dfplan.routes) picks the way to the goal, as a chain of
-subgoals, by the objective, and reward guidance (when `guidance_scale` > 0) ascends it.
+subgoals, by the objective, and reward guidance (when `guidance_scale` > 0) ascends it. A
+goal-conditioned model with no objective plans unguided whatever `guidance_scale` says; a
+goal-blind one (goal weight 0, the paper's setting) is pulled to the goal by `GoalReward`.
 """
 
 from __future__ import annotations
@@ -96,19 +98,18 @@ class DiffusionForcingPolicy(PlannerPolicy):
         targets = goals
         if self.objective is not None and self.routes is not None:
             targets = self._route_targets(obs, goals, stale)
-        # Guidance off means no reward at all: no gradient, and no warm draw picked by it.
-        reward = None
-        if self.planner.config.guidance_scale > 0:
-            reward = self._reward(targets)
+        reward = self._reward(targets) if self.planner.config.guidance_scale > 0 else None
         actions = self.planner.act(obs, reward, steps_left, targets)
         self.clock.advance(obs, goals)
         return actions[0] if single else actions
 
     def _reward(self, targets: np.ndarray):
         """The guidance reward: the objective, plus the Euclidean pull toward the target when
-        the model is not told it (goal weight 0 or an unconditional model: the paper's way)."""
-        goal_blind = self.planner.config.goal_weight == 0 or not self.planner.model.config.goal_dim
-        pull = GoalReward(torch.tensor(targets, dtype=torch.float32))
-        if self.objective is None:
-            return pull
-        return pull + self.objective if goal_blind else self.objective
+        the model is not told it (goal weight 0 or an unconditional model: the paper's way);
+        None when there is nothing to guide by (a goal-conditioned model, no objective)."""
+        config, model_config = self.planner.config, self.planner.model.config
+        goal_blind = config.goal_weight == 0 or not model_config.goal_dim
+        pull = GoalReward(torch.tensor(targets, dtype=torch.float32)) if goal_blind else None
+        if self.objective is None or pull is None:
+            return self.objective if pull is None else pull
+        return pull + self.objective

@@ -131,6 +131,16 @@ def bench(*args: str) -> list[str]:
         (["--planner", "carry_x0=maybe"], ["--planner carry_x0 needs a value of type bool"]),
         (["--label", "a/b"], ["--label may use letters, digits and _.+- only"]),
         (["--device", "tpu"], ["unknown device 'tpu'; use cpu or cuda"]),
+        (["--zone", "20,2,0.5"], ["--zone", "centre (20, 2) is outside the maze"]),
+        (["--zone", "2,2,0"], ["--zone", "needs a radius > 0, got 0"]),
+        (["--zone", "2,2"], ["--zone takes X,Y,R"]),
+        (["--objective", "effort=nan"], ["--objective effort", "finite number, got 'nan'"]),
+        (["--objective", "keepout=1"], ["has no zones; add --zone X,Y,R"]),
+        (["--objective", "warp=1"], ["--objective warp: unknown"]),
+        (
+            ["--objective", "objective_fixtures:wrong_shape=1"],
+            ["one score per plan, shape (2,) for 2 plans; got (2, 3)"],
+        ),
     ],
 )
 def test_bad_bench_flags(capfd, tiny_checkpoint, args, fragments):
