@@ -2,9 +2,11 @@
 
     python -m dfplan.benchmarks.planner_speed [--task maze2d-large] [--device cpu] [--checkpoint P]
     python -m dfplan.benchmarks.planner_speed --only-shipped      # the shipped settings alone
+    python -m dfplan.benchmarks.planner_speed --task maze2d-large-keepout --episode-steps 800
 
 One decision = one call of the planner for the whole batch (every environment replans once), as
-the policy makes it: conditioned on the goal, with the goal reward only when guidance is on.
+the policy makes it with no objective: conditioned on the goal, with the goal reward only when
+guidance is on and the model is not told the goal.
 Decisions per second counts environment decisions: batch size x calls per second. Uses the shipped
 checkpoint of the task when there is one, else an untrained model of the shipped size (speed does
 not depend on the weights). Prints one table.
@@ -49,7 +51,9 @@ def time_decisions(
     rng = np.random.default_rng(0)
     obs = np.concatenate([rng.uniform(1, 3, (batch, 2)), rng.normal(0, 1, (batch, 2))], 1)
     goal = np.array([3.0, 3.0])
-    reward = GoalReward(torch.tensor(goal)) if planner.config.guidance_scale > 0 else None
+    goal_blind = planner.config.goal_weight == 0 or not planner.model.config.goal_dim
+    guided = planner.config.guidance_scale > 0 and goal_blind  # as the policy guides
+    reward = GoalReward(torch.tensor(goal)) if guided else None
     planner.reset(batch, list(range(batch)))
     planner.act(obs, reward, steps_left, goal)  # cold start (and warm-up)
     planner.act(obs, reward, steps_left, goal)
@@ -64,6 +68,26 @@ def time_decisions(
     return batch * calls / (time.perf_counter() - tic)
 
 
+def time_episode(task_name: str, steps: int, device: str, planner: list[str]) -> tuple[float, int]:
+    """(decisions per second, route searches) of the bench's df policy on one env of the task."""
+    import gymnasium as gym
+
+    from dfplan.envs import get_task
+    from dfplan.policies.factory import make_policy
+
+    task = get_task(task_name)
+    policy = make_policy("df", task, device=device, planner=planner)
+    env = gym.make(task.env_id)
+    obs, info = env.reset(seed=0)
+    policy.reset(seed=0)
+    tic = time.perf_counter()
+    for _ in range(steps):
+        obs, _, _, _, info = env.step(policy.act(obs, info))
+    rate = steps / (time.perf_counter() - tic)
+    routes = getattr(policy, "routes", None)
+    return rate, (routes.searches if routes is not None and policy.objective is not None else 0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="maze2d-large")
@@ -76,6 +100,9 @@ def main() -> None:
         "--planner", nargs="*", default=[], metavar="FIELD=VALUE", help="override settings"
     )
     parser.add_argument("--only-shipped", action="store_true", help="time the settings as given")
+    parser.add_argument(
+        "--episode-steps", type=int, default=0, help="also time the bench's policy for N steps"
+    )
     args = parser.parse_args()
     task = get_task(args.task)
     base = load_planner(task.name, args.checkpoint, args.device)
@@ -103,6 +130,12 @@ def main() -> None:
         ]
         name = "warm" if warm else "cold"
         print(f"{name:8s} {mcg:>4d} " + " ".join(f"{r:>12.1f}" for r in rates), flush=True)
+    if args.episode_steps > 0:
+        rate, searches = time_episode(task.name, args.episode_steps, args.device, args.planner)
+        print(
+            f"policy, one env of {task.name}, {args.episode_steps} steps from seed 0: "
+            f"{rate:.1f} decisions/s ({searches} route searches)"
+        )
 
 
 if __name__ == "__main__":

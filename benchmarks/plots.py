@@ -6,6 +6,8 @@ numbers, and score against compute. Writes FILE.png and FILE.svg.
 (b) Normalised score per method (mean +- SE) with the published numbers of the Diffusion Forcing
     paper (Table 1) beside ours, hatched and labelled "published".
 (c) Score against decisions per second, when the results differ in compute.
+(d) Score against steps spent inside keep-out zones per episode, for results on keep-out tasks.
+(e) Score against action energy per episode, when the results differ in their objectives.
 """
 
 from __future__ import annotations
@@ -68,9 +70,11 @@ def plot(results: list[dict], out: Path) -> list[Path]:
     from matplotlib.figure import Figure
 
     differ_in_compute = len({round(r.get("decisions_per_second", 0), 1) for r in results}) > 1
-    panels = 3 if differ_in_compute else 2
+    with_zones = any(r.get("zones") for r in results)
+    differ_in_objective = len({r.get("objective") for r in results}) > 1
+    panels = 2 + differ_in_compute + with_zones + differ_in_objective
     fig = Figure(figsize=(5.2 * panels, 4.6), layout="constrained")
-    axes = fig.subplots(1, panels)
+    axes = list(fig.subplots(1, panels))
 
     ax = axes[0]
     for r in results:
@@ -110,22 +114,38 @@ def plot(results: list[dict], out: Path) -> list[Path]:
     ax.invert_yaxis()
     ax.set(xlabel="D4RL-normalised score (mean ± SE)", title="(b) score: ours and published")
 
-    if differ_in_compute:
-        ax = axes[2]
-        for r in results:
+    extra = [
+        (differ_in_compute, "decisions per second (log)", "(c) score against compute", None),
+        (
+            with_zones,
+            "steps inside a keep-out zone per episode",
+            "(d) score against zone steps",
+            "zone_steps",
+        ),
+        (
+            differ_in_objective,
+            "action energy per episode (sum of |a|²)",
+            "(e) score against effort",
+            "energy",
+        ),
+    ]
+    ax_iter = iter(axes[2:])
+    for shown, xlabel, title, field in extra:
+        if not shown:
+            continue
+        ax = next(ax_iter)
+        for r in results:  # same colour order as panel (a), whose legend names them
+            if field is None:
+                x, xerr = r["decisions_per_second"], None
+            else:
+                values = np.array([e.get(field, np.nan) for e in r["per_episode"]], dtype=float)
+                x, xerr = values.mean(), values.std(ddof=1) / np.sqrt(len(values))
             ax.errorbar(
-                r["decisions_per_second"],
-                r["normalized_mean"],
-                yerr=r["normalized_sem"],
-                fmt="o",
-                capsize=3,
-            )  # same colour order as panel (a), whose legend names them
-        ax.set_xscale("log")
-        ax.set(
-            xlabel="decisions per second (log)",
-            ylabel="D4RL-normalised score",
-            title="(c) score against compute",
-        )
+                x, r["normalized_mean"], xerr=xerr, yerr=r["normalized_sem"], fmt="o", capsize=3
+            )
+        if field is None:
+            ax.set_xscale("log")
+        ax.set(xlabel=xlabel, ylabel="D4RL-normalised score", title=title)
 
     episodes = sorted({r["episodes"] for r in results})
     seeds = sorted({r.get("seed", 0) for r in results})

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dfplan.envs import get_task
 from dfplan.errors import UserError
 
-METHODS = ("df", "df-paper", "df-nomcg", "diffuser", "expert", "greedy", "random")
+METHODS = ("df", "df-paper", "df-nomcg", "diffuser", "gcbc", "expert", "greedy", "random")
 # A scenario's zones enter the DF planners as KeepOut(zones) * KEEPOUT_WEIGHT: each planned frame
 # inside a zone weighs like 10 steps of travel, so any clean detour beats a route through it.
 KEEPOUT_WEIGHT = 10.0
@@ -139,6 +139,10 @@ def make_policy(
 
         overrides = parse_overrides(list(planner), DiffuserConfig)
         return DiffuserPolicy.from_pretrained(task.name, checkpoint, device, **overrides)
+    if method == "gcbc":
+        from dfplan.policies.gcbc import GCBCPolicy
+
+        return GCBCPolicy.from_pretrained(task.name, checkpoint, device)
     if method == "expert":
         from dfplan.policies import WaypointExpert
 
