@@ -36,12 +36,14 @@ def decisions(name: str) -> list[list[float]]:
     import dfplan  # noqa: F401  registers the envs
     from dfplan.policies.diffuser import DiffuserPolicy
     from dfplan.policies.diffusion_forcing import DiffusionForcingPolicy
+    from dfplan.policies.gcbc import GCBCPolicy
 
     torch.set_num_threads(1)
     from dfplan.checkpoint import shipped_checkpoints
 
-    task = name.removesuffix("-diffuser").removesuffix("-paper")
-    cls = DiffuserPolicy if name.endswith("-diffuser") else DiffusionForcingPolicy
+    task = name.removesuffix("-diffuser").removesuffix("-paper").removesuffix("-gcbc")
+    kinds = {"-diffuser": DiffuserPolicy, "-gcbc": GCBCPolicy}
+    cls = next((c for end, c in kinds.items() if name.endswith(end)), DiffusionForcingPolicy)
     stem = {s.name: s for s in shipped_checkpoints()}[name]
     policy = cls.from_pretrained(task, stem, device="cpu")
     env = gym.make(f"dfplan/{task}-v1")
