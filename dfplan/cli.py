@@ -18,7 +18,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     print("tasks:")
     for task in TASKS.values():
-        print(f"  {task.name:16s} env {task.env_id:28s} time limit {task.max_episode_steps}")
+        print(f"  {task.name:22s} env {task.env_id:34s} time limit {task.max_episode_steps}")
     print(f"datasets (under {datasets_root()}):")
     seen = set()
     for task in TASKS.values():
