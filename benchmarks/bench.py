@@ -77,8 +77,6 @@ def with_zones(task, zones: list[str]):
     """The task with the `--zone X,Y,R` disks added (checked against its maze)."""
     import dataclasses
 
-    import numpy as np
-
     from dfplan.envs.layouts import LAYOUTS, parse_layout
     from dfplan.envs.maze2d import check_zones
 
@@ -95,8 +93,7 @@ def with_zones(task, zones: list[str]):
         check_zones(parsed, parse_layout(LAYOUTS[task.maze]))
     except ValueError as e:
         raise UserError(f"--zone: {e}") from None
-    zones = tuple(task.zones) + tuple(tuple(float(v) for v in z) for z in np.array(parsed))
-    return dataclasses.replace(task, zones=zones)
+    return dataclasses.replace(task, zones=tuple(task.zones) + tuple(parsed))
 
 
 def check_device(device: str | None) -> str:

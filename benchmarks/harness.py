@@ -106,10 +106,18 @@ def run_episodes(
         for k, s in enumerate(seeds):
             norm = envs[k].unwrapped.normalized_score(returns[k])
             final = [float(v) for v in obs[k, :2]]
-            record = EpisodeRecord(s, float(returns[k]), norm, first[k] is not None, first[k])
-            record.final_position, record.zone_steps = final, int(costs[k])
-            record.energy = float(energy[k])
-            records.append(record)
+            records.append(
+                EpisodeRecord(
+                    s,
+                    float(returns[k]),
+                    norm,
+                    first[k] is not None,
+                    first[k],
+                    final,
+                    zone_steps=int(costs[k]),
+                    energy=float(energy[k]),
+                )
+            )
         if progress:
             score = np.mean([r.normalized for r in records])
             tqdm.write(f"{len(records)}/{episodes} episodes done, running score {score:.1f}")

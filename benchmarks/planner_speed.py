@@ -72,7 +72,6 @@ def time_episode(task_name: str, steps: int, device: str, planner: list[str]) ->
     """(decisions per second, route searches) of the bench's df policy on one env of the task."""
     import gymnasium as gym
 
-    from dfplan.envs import get_task
     from dfplan.policies.factory import make_policy
 
     task = get_task(task_name)

@@ -170,7 +170,6 @@ class RouteSearch:
             )
         go_all = np.concatenate([go, np.zeros((b, 1))], axis=1)  # the goal: nothing left to go
         total = first.view(b, m + 1).numpy() + go_all
-        self.last_values = total
         best = total.min(axis=1, keepdims=True)
         # Among near-best targets, the one with the least left to go (the farthest along).
         near = np.isfinite(total) & (total <= best + self.config.slack)
@@ -198,3 +197,8 @@ def landmarks_from_goals(goals: np.ndarray, radius: float = 0.5) -> np.ndarray:
         leaders.append(g)
         members.append([g])
     return np.array([np.mean(m, axis=0) for m in members], dtype=np.float64)
+
+
+def landmarks_meta(goals: np.ndarray) -> list[list[float]]:
+    """`landmarks_from_goals` as the checkpoint JSON stores them (rounded to 1e-4)."""
+    return [[round(float(v), 4) for v in p] for p in landmarks_from_goals(goals)]

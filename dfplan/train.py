@@ -46,7 +46,7 @@ from dfplan.loss import diffusion_loss
 from dfplan.model import ModelConfig
 from dfplan.normalizer import Normalizer
 from dfplan.policies.diffuser_unet import UNetConfig, diffuser_loss
-from dfplan.routes import landmarks_from_goals
+from dfplan.routes import landmarks_meta
 from dfplan.run_state import apply_state, load_state, save_state
 from dfplan.train_log import read_metrics, write_curve
 from dfplan.windows import WindowSampler, dataset_fingerprint, dataset_goals
@@ -258,9 +258,7 @@ def train(config: TrainConfig, data: Trajectories, planner_meta: dict | None = N
         }
         meta.update(planner_meta or {})
         if goals is not None:  # route search's candidate subgoals: the goals the data drove to
-            meta["landmarks"] = [
-                [round(float(v), 4) for v in p] for p in landmarks_from_goals(goals)
-            ]
+            meta["landmarks"] = landmarks_meta(goals)
 
         def save() -> None:
             save_state(stem, raw, ema, opt, sampler, noise_gen, meta, step, world, device, is_main)

@@ -15,7 +15,7 @@ from pathlib import Path
 from dfplan.envs import get_task
 from dfplan.envs.datasets import dataset_path, load_trajectories
 from dfplan.files import atomic_write_bytes
-from dfplan.routes import landmarks_from_goals
+from dfplan.routes import landmarks_meta
 
 
 def main(stem: str) -> None:
@@ -23,8 +23,7 @@ def main(stem: str) -> None:
     meta = json.loads(path.read_text())
     task = get_task(meta["task"])
     data = load_trajectories(dataset_path(task.dataset_id), task)
-    found = landmarks_from_goals(data.infos["goal"])
-    meta["landmarks"] = [[round(float(v), 4) for v in p] for p in found]
+    meta["landmarks"] = landmarks_meta(data.infos["goal"])
     atomic_write_bytes(path, (json.dumps(meta, indent=1) + "\n").encode())  # as shipped
     print(f"{path}: {len(meta['landmarks'])} landmarks")
 

@@ -70,6 +70,28 @@ def batch_goals(
     return goals
 
 
+def load_for_task(task: str, checkpoint, device: str | None, kind: str):
+    """(Task, stem, model, meta) of the `kind` checkpoint shipped for `task` (or `checkpoint`),
+    on `device` (None: cuda if available); UserError (one line) for a checkpoint of another
+    maze or kind."""
+    import torch
+
+    from dfplan.checkpoint import load_checkpoint, shipped_checkpoint
+    from dfplan.envs import TASKS, get_task
+
+    spec = get_task(task)
+    stem = checkpoint if checkpoint is not None else shipped_checkpoint(spec, kind)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, meta = load_checkpoint(stem, device=device, kind=kind)
+    trained_on = get_task(meta["task"]) if meta.get("task") in TASKS else None
+    if trained_on is None or trained_on.maze != spec.maze:
+        raise UserError(
+            f"checkpoint {stem} was trained for '{meta.get('task')}', which is not the "
+            f"{spec.maze} maze of {spec.name}; use a checkpoint trained on {spec.dataset_task}"
+        )
+    return spec, stem, model, meta
+
+
 class EpisodeClock:
     """Steps since reset per environment of a batch, and which plans went stale.
 
@@ -138,22 +160,9 @@ class PlannerPolicy:
 
         A checkpoint of another maze or kind, or with bad settings, raises UserError (one line).
         """
-        import torch
-
-        from dfplan.checkpoint import load_checkpoint, shipped_checkpoint
-        from dfplan.envs import TASKS, get_task
         from dfplan.normalizer import Normalizer
 
-        spec = get_task(task)
-        stem = checkpoint if checkpoint is not None else shipped_checkpoint(spec, cls.KIND)
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        model, meta = load_checkpoint(stem, device=device, kind=cls.KIND)
-        trained_on = get_task(meta["task"]) if meta.get("task") in TASKS else None
-        if trained_on is None or trained_on.maze != spec.maze:
-            raise UserError(
-                f"checkpoint {stem} was trained for '{meta.get('task')}', which is not the "
-                f"{spec.maze} maze of {spec.name}; use a checkpoint trained on {spec.dataset_task}"
-            )
+        spec, stem, model, meta = load_for_task(task, checkpoint, device, cls.KIND)
         try:
             if planner_key != "planner" and planner_key not in meta:
                 raise KeyError(f"no '{planner_key}' settings")

@@ -137,21 +137,10 @@ class GCBCPolicy:
 
     @classmethod
     def from_pretrained(cls, task: str, checkpoint=None, device: str | None = None) -> GCBCPolicy:
-        from dfplan.checkpoint import load_checkpoint, shipped_checkpoint
-        from dfplan.envs import TASKS, get_task
-        from dfplan.errors import UserError
         from dfplan.normalizer import Normalizer
+        from dfplan.policies.common import load_for_task
 
-        spec = get_task(task)
-        stem = checkpoint if checkpoint is not None else shipped_checkpoint(spec, "gcbc")
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        model, meta = load_checkpoint(stem, device=device, kind="gcbc")
-        trained_on = get_task(meta["task"]) if meta.get("task") in TASKS else None
-        if trained_on is None or trained_on.maze != spec.maze:
-            raise UserError(
-                f"checkpoint {stem} was trained for '{meta.get('task')}', which is not the "
-                f"{spec.maze} maze of {spec.name}; use a checkpoint trained on {spec.dataset_task}"
-            )
+        spec, stem, model, meta = load_for_task(task, checkpoint, device, "gcbc")
         policy = cls(model, Normalizer.from_dict(meta["normalizer"]), spec.maze)
         policy.checkpoint = str(stem)
         return policy
