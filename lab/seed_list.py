@@ -3,6 +3,7 @@
     python -m lab.seed_list maze2d-umaze --seeds 2000-2015 [--method df]
         [--checkpoint P] [--planner FIELD=VALUE ...]
     python -m lab.seed_list maze2d-umaze --seeds 2013,2023,2025,2028
+    python -m lab.seed_list maze2d-large --seeds 2000-2015 --objective effort=1
 
 The protocol of `dfplan bench` (full episodes, the policy's own actions, D4RL-normalised) on the
 given seeds, run as one batch; prints the mean ± SE, the failures (never reached the goal), the
@@ -43,10 +44,19 @@ def main() -> None:
         default=None,
         help="seed of the planner's noise for env 0 (env k: +k); default: the first episode seed",
     )
+    parser.add_argument(
+        "--objective",
+        nargs="*",
+        default=None,
+        metavar="NAME=WEIGHT",
+        help="as dfplan bench: keepout=10 effort=1 module:attr=W, or none; default: the task's",
+    )
     args = parser.parse_args()
     task = get_task(args.task)
     seeds = parse_seeds(args.seeds)
-    policy = make_policy(args.method, task, args.checkpoint, args.device, args.planner)
+    policy = make_policy(
+        args.method, task, args.checkpoint, args.device, args.planner, args.objective
+    )
     records, rate = run_episodes(
         task,
         policy,
@@ -63,7 +73,15 @@ def main() -> None:
         f"{scores.mean():.1f} +- {sem:.1f}, never reached {fails}/{len(seeds)}, "
         f"{rate:.1f} decisions/s"
     )
+    zone = np.array([r.zone_steps for r in records])
+    energy = np.array([r.energy for r in records])
+    print(
+        f"zone steps per episode {zone.mean():.1f} ({(zone > 0).sum()} entering), "
+        f"action energy per episode {energy.mean():.0f}"
+    )
     print("per seed: " + " ".join(f"{r.seed}:{r.normalized:.0f}" for r in records))
+    print("zone steps: " + " ".join(f"{r.seed}:{r.zone_steps}" for r in records))
+    print("energy: " + " ".join(f"{r.seed}:{r.energy:.0f}" for r in records))
 
 
 if __name__ == "__main__":
