@@ -11,7 +11,11 @@ One decision (`act`):
    noisy tokens (backpropagated through the model, so far-future rewards reach near tokens),
    averaged over `mcg_samples` futures: copies of the plan re-noised to their own levels from
    the x0 estimate (one copy is the plan itself, so 1 sample is plain guidance).
-3. Execute the first action of the first (now clean) token, clamped to [-1, 1].
+   The guidance sees the objective through the planned states only (positions, velocities).
+3. Execute the first action of the first (now clean) token, clamped to [-1, 1]. With
+   `action_step` > 0 that action first follows the objective's gradient with respect to it, on
+   the clean plan: how a term on actions (effort) acts. Through the denoiser such a term moved
+   no executed action (it is re-predicted from the states), it only disturbed the route.
 
 Levels here are sampling steps 0..S (S = `sampling_steps`), mapped to the model's training levels
 by `schedules.to_train_levels`. After every decision token t sits at level P(t) = lag(t) of the
@@ -24,7 +28,7 @@ and the plan whose x0 scores best under the reward is kept.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -33,6 +37,8 @@ from dfplan import diffusion, schedules
 from dfplan.guidance import Plan, clip_token_norm
 from dfplan.model import DiffusionForcingModel, frames_to_tokens, tokens_to_frames
 from dfplan.planner_config import PlannerConfig
+
+ACTION_FLOW_STEPS = 8  # explicit steps of the executed action's gradient flow (action_step)
 
 
 @dataclass
@@ -116,6 +122,32 @@ class DiffusionForcingPlanner:
         mask = (torch.arange(h, device=x0.device)[None] < steps_left[:, None]).to(x0.dtype)
         return Plan(obs[..., :2], obs[..., 2:4], act, mask)
 
+    def _steered_plan(self, x0: torch.Tensor, steps_left: torch.Tensor) -> Plan:
+        """The plan as reward guidance sees it: the gradient flows through the planned states
+        only; the objective's action terms act on the executed action (`action_step`)."""
+        plan = self.to_plan(x0, steps_left)
+        return replace(plan, actions=plan.actions.detach())
+
+    def _step_action(self, x0, reward, steps_left) -> torch.Tensor:
+        """(B, act_dim) first action of the clean plans x0 after following d reward / d a_0 for
+        `action_step` (gradient flow in ACTION_FLOW_STEPS explicit steps, so a quadratic cost
+        shrinks the action smoothly and never flips it), the rest of the plan held fixed."""
+        plan = self.to_plan(x0, steps_left)
+        actions = plan.actions.detach().clone()
+        dt = self.config.action_step / ACTION_FLOW_STEPS
+        for _ in range(ACTION_FLOW_STEPS):
+            first = actions[:, 0].clone().requires_grad_(True)
+            with torch.enable_grad():
+                stepped = torch.cat([first[:, None], actions[:, 1:]], dim=1)
+                score = reward(replace(plan, actions=stepped)).sum()
+                if not score.requires_grad:  # the objective ignores actions
+                    break
+                (grad,) = torch.autograd.grad(score, first, allow_unused=True)
+            if grad is None:
+                break
+            actions[:, 0] = first.detach() + dt * grad
+        return actions[:, 0]
+
     def _predict_x0(self, x: torch.Tensor, levels: torch.Tensor, cond: Condition) -> torch.Tensor:
         """x0 of (C * B, T, D) stacked plans (copy j of env k at row j * B + k) given `cond`,
         with classifier-free guidance when goal_weight is neither 0 nor 1."""
@@ -193,9 +225,13 @@ class DiffusionForcingPlanner:
             xr = (base.unsqueeze(0) + offsets).reshape(m * n, t, d)
             x0r = self._predict_x0(xr, k_from.repeat(m, 1), cond)
             # The reward sees one (B, ...) plan per future and copy, so per-env goals line up.
-            scores = [reward(self.to_plan(x0j, steps_left)) for x0j in x0r.view(m * c, b, t, d)]
+            views = x0r.view(m * c, b, t, d)
+            scores = [reward(self._steered_plan(x0j, steps_left)) for x0j in views]
             score = torch.stack(scores).view(m, n).mean(0)  # Monte-Carlo average over futures
-            (grad,) = torch.autograd.grad(score.sum(), inputs=base)
+            if score.requires_grad:
+                (grad,) = torch.autograd.grad(score.sum(), inputs=base)
+            else:  # the objective does not depend on the planned states
+                grad = torch.zeros_like(base)
         if self.config.guidance_clip > 0:
             grad = clip_token_norm(grad, self.config.guidance_clip)
         return x0r.view(m, n, t, d)[0].detach(), grad
@@ -210,8 +246,11 @@ class DiffusionForcingPlanner:
             x0 = self._predict_x0(x, k_from, cond)
         probe = x0.detach().requires_grad_(True)
         with torch.enable_grad():
-            scores = [reward(self.to_plan(x0j, steps_left)) for x0j in probe.view(n // b, b, t, d)]
-            (grad,) = torch.autograd.grad(torch.stack(scores).sum(), inputs=probe)
+            views = probe.view(n // b, b, t, d)
+            score = torch.stack([reward(self._steered_plan(x0j, steps_left)) for x0j in views])
+            if not score.requires_grad:  # the objective does not depend on the planned states
+                return x0, True
+            (grad,) = torch.autograd.grad(score.sum(), inputs=probe)
         return x0, bool((grad == 0).all())
 
     def _run(self, x, rows, cond, reward, steps_left, x0=None):
@@ -271,10 +310,13 @@ class DiffusionForcingPlanner:
         self.tokens, self.levels = x.detach(), profile[-1].expand(b, tokens).clone()
         self.x0 = x0.detach()
         self.cold[:] = False
-        od = self.model.config.obs_dim
-        first_action = tokens_to_frames(x0[:, :1], self.frame_stack)[:, 0, od:]
-        action = self.normalizer.denormalize_act(first_action).clamp(-1.0, 1.0)
-        return action.cpu().numpy()
+        if reward is not None and self.config.action_step > 0:
+            action = self._step_action(x0, reward, steps_left)
+        else:
+            od = self.model.config.obs_dim
+            first_action = tokens_to_frames(x0[:, :1], self.frame_stack)[:, 0, od:]
+            action = self.normalizer.denormalize_act(first_action)
+        return action.clamp(-1.0, 1.0).cpu().numpy()
 
     def _warm_start(self, floor, tokens, warm, cond, reward, steps_left):
         """Shift the `warm` environments' plans by one frame, re-noise them `refresh_rows` rows

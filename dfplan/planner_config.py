@@ -33,6 +33,10 @@ class PlannerConfig:
     guidance_scale: float = 0.0  # step size of the reward gradient (x += s sqrt(1-abar) grad)
     mcg_samples: int = 1  # futures the reward gradient is averaged over (1 = plain guidance)
     guidance_clip: float = 0.0  # cap on each token's reward-gradient norm (0 = no cap)
+    # The executed action follows the objective's gradient w.r.t. it on the final clean plan
+    # for this long (gradient flow; 0 = off). Reward guidance above sees the objective through
+    # the planned states only, so this is how its action terms (effort) act.
+    action_step: float = 0.0
     warm_candidates: int = 1  # warm start: re-noised draws per decision, the best by reward kept
     carry_x0: bool = False  # warm start: MCG futures of a draw's first row come from the last
     # decision's x0 (shifted one frame) instead of one more forward pass per draw
@@ -65,9 +69,15 @@ class PlannerConfig:
         if self.horizon_tokens < 0:
             raise ValueError("horizon_tokens must be >= 0")
         # Far beyond any useful step size the float32 update overflows into NaN plans.
-        reals = (self.guidance_scale, self.guidance_clip, self.uncertainty, self.goal_weight)
+        reals = (
+            self.guidance_scale,
+            self.guidance_clip,
+            self.uncertainty,
+            self.goal_weight,
+            self.action_step,
+        )
         if not all(0 <= v <= 1e6 for v in reals):
             raise ValueError(
-                "guidance_scale, guidance_clip, uncertainty and goal_weight must be finite, "
-                ">= 0 and <= 1e6"
+                "guidance_scale, guidance_clip, uncertainty, goal_weight and action_step must be "
+                "finite, >= 0 and <= 1e6"
             )

@@ -98,7 +98,9 @@ class DiffusionForcingPolicy(PlannerPolicy):
         targets = goals
         if self.objective is not None and self.routes is not None:
             targets = self._route_targets(obs, goals, stale)
-        reward = self._reward(targets) if self.planner.config.guidance_scale > 0 else None
+        config = self.planner.config
+        guided = config.guidance_scale > 0 or config.action_step > 0
+        reward = self._reward(targets) if guided else None
         actions = self.planner.act(obs, reward, steps_left, targets)
         self.clock.advance(obs, goals)
         return actions[0] if single else actions

@@ -138,6 +138,28 @@ def test_an_objective_reaches_the_plan():
     assert costs[3.0] < 0.8 * costs[0.0]
 
 
+def test_effort_acts_on_the_executed_action_and_keepout_does_not():
+    """Guidance sees states only, so Effort leaves the plan as it is; the action step then
+    shrinks the executed action by the gradient flow of -w |a|^2: exp(-2 w T) for time T (in 8
+    explicit steps: (1 - 2 w T / 8)^8). KeepOut has no action term: the step changes nothing."""
+    obs = np.array([[2.0, 2.0, 0.0, 0.0], [1.0, 3.0, 0.5, -0.5]])
+
+    def decide(reward, **config):
+        planner = tiny_planner(guidance_scale=0.3, **config)
+        planner.reset(2, seeds=[0, 1])
+        first = planner.act(obs, reward, steps_left=20)
+        return first, planner.tokens
+
+    plain, plain_plan = decide(None)
+    stepped, effort_plan = decide(Effort() * 0.5, action_step=1.0)
+    assert torch.equal(effort_plan, plain_plan)
+    inside = np.abs(plain) < 1.0  # not clamped
+    assert inside.sum() >= 2
+    np.testing.assert_allclose(stepped[inside], plain[inside] * (1 - 2 * 0.5 / 8) ** 8, rtol=1e-5)
+    zone = KeepOut([[2.5, 2.5, 1.0]])
+    assert np.array_equal(decide(zone, action_step=1.0)[0], decide(zone)[0])
+
+
 # -- route search -----------------------------------------------------------------------------
 def test_route_search_pieces():
     pos = torch.tensor([[[0.0, 0.0], [1.0, 0.0], [2.0, 0.0]], [[0.0, 0.0]] * 3])
