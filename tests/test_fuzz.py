@@ -85,6 +85,7 @@ def test_policy_actions_are_finite_bounded_and_shaped(checkpoint, observations, 
                 st.floats(-2, 2), st.sampled_from([1e7, 1e30, float("inf"), float("nan")])
             ),
             "horizon_tokens": st.integers(-2, 4),
+            "action_step": st.one_of(st.floats(-2, 2), st.sampled_from([float("nan")])),
         }
     )
 )
@@ -93,6 +94,7 @@ def test_invalid_planner_settings_get_one_clear_error(checkpoint, overrides):
         min(overrides["sampling_steps"], overrides["mcg_samples"], overrides["refresh_rows"]) >= 1
         and 0 <= overrides["guidance_scale"] <= 1e6
         and overrides["horizon_tokens"] >= 0
+        and 0 <= overrides["action_step"] <= 1e6
     )
     if valid:
         policy = DiffusionForcingPolicy.from_pretrained(
