@@ -10,7 +10,8 @@ exists; the model never saw the detour as one route, but it saw every leg of it.
    it takes to arrive minus the objective over those steps. Links that never arrive are out.
 2. Cost to go: from every landmark to the goal, by shortest paths over the roadmap (plus a
    planned link from every landmark straight to the goal, sampled once per goal).
-3. A search plans from the current state to every landmark and to the goal itself, and picks
+3. A search plans from the current state to every landmark and to the goal itself (standing on
+   a landmark, the roadmap's links from it are those plans, already made), and picks
    the first target that minimises (cost of that plan) + (its cost to go); among targets within
    `slack` of the best it takes the one closest to the goal, so the agent does not stop at
    every landmark on the way.
@@ -156,26 +157,46 @@ class RouteSearch:
             link[src, dst] = self.leg_cost(link_plan, link_arrival, objective)
             to_goal = torch.stack([self.leg_cost(*self.goal_links(g), objective) for g in goals])
             go = costs_to_go(link.numpy(), to_goal.numpy())  # (B, M)
-            # Plans from here to every landmark and to the goal (candidate c of env k at k*(M+1)+c).
-            goal_t = torch.as_tensor(goals, dtype=torch.float32)
-            cands = torch.cat([self.landmarks.expand(b, m, 2), goal_t[:, None]], dim=1)
-            starts = torch.as_tensor(obs, dtype=torch.float32).repeat_interleave(m + 1, dim=0)
-            leg_seeds = [
-                None if s is None else int(s) * 7919 + c for s in seeds for c in range(m + 1)
-            ]
-            flat = cands.reshape(-1, 2)
-            plan = self._plan(starts, flat, leg_seeds)
-            first = self.leg_cost(
-                plan, arrival_steps(plan.positions, flat, self.config.arrive_radius), objective
-            )
+            # An env standing on a landmark (it has just reached its subgoal) needs no new
+            # plans: the roadmap's links from that landmark are its first legs, and the best
+            # of them continues the cheapest chain (its cost to go is Bellman-Ford's minimum).
+            xy = torch.as_tensor(obs[:, :2], dtype=torch.float32)
+            here = torch.cdist(xy, self.landmarks).min(dim=1)
+            on_landmark = (here.values <= self.config.arrive_radius).numpy()
+            first = np.full((b, m + 1), np.inf)
+            for k in np.flatnonzero(on_landmark):
+                at = int(here.indices[k])
+                first[k, :m] = link[at].numpy()
+                first[k, m] = float(to_goal[k, at])
+            fresh = np.flatnonzero(~on_landmark)
+            if len(fresh):
+                first[fresh] = self._first_legs(obs[fresh], goals[fresh], objective, seeds, fresh)
+        goal_t = torch.as_tensor(goals, dtype=torch.float32)
+        cands = torch.cat([self.landmarks.expand(b, m, 2), goal_t[:, None]], dim=1)
         go_all = np.concatenate([go, np.zeros((b, 1))], axis=1)  # the goal: nothing left to go
-        total = first.view(b, m + 1).numpy() + go_all
+        total = first + go_all
         best = total.min(axis=1, keepdims=True)
         # Among near-best targets, the one with the least left to go (the farthest along).
         near = np.isfinite(total) & (total <= best + self.config.slack)
         pick = np.where(near, go_all, np.inf).argmin(axis=1)
         pick = np.where(np.isfinite(best[:, 0]), pick, m)  # nothing arrives: aim at the goal
         return cands[torch.arange(b), torch.as_tensor(pick)].numpy().astype(np.float64)
+
+    def _first_legs(self, obs, goals, objective, seeds, envs) -> np.ndarray:
+        """(N, M + 1) costs of plans from each state to every landmark and to its goal."""
+        n, m = len(obs), len(self.landmarks)
+        goal_t = torch.as_tensor(goals, dtype=torch.float32)
+        cands = torch.cat([self.landmarks.expand(n, m, 2), goal_t[:, None]], dim=1).reshape(-1, 2)
+        starts = torch.as_tensor(obs, dtype=torch.float32).repeat_interleave(m + 1, dim=0)
+        # Candidate c of env k plans with seed s_k * 7919 + c.
+        leg_seeds = [
+            None if seeds[k] is None else int(seeds[k]) * 7919 + c
+            for k in envs
+            for c in range(m + 1)
+        ]
+        plan = self._plan(starts, cands, leg_seeds)
+        arrival = arrival_steps(plan.positions, cands, self.config.arrive_radius)
+        return self.leg_cost(plan, arrival, objective).view(n, m + 1).numpy()
 
 
 def landmarks_from_goals(goals: np.ndarray, radius: float = 0.5) -> np.ndarray:

@@ -187,6 +187,15 @@ def test_shipped_large_planner_routes_around_a_zone_the_goal_route_crosses():
     assert not np.allclose(target, goal[0])
     assert target[0] < 3.5  # stays in rows 1..3 until the detour's east end
     assert plain.routes is not None and plain.objective is None
+    # Arrived at that subgoal (a landmark), the next target comes from the roadmap's links
+    # out of it: no plan is sampled, and the route goes on to another target.
+    planned = []
+    sample = policy.routes._plan
+    policy.routes._plan = lambda *a: planned.append(1) or sample(*a)
+    here = np.array([[target[0], target[1], 0.0, 0.0]])
+    following = policy.routes.choose(here, goal, policy.objective, [1])[0]
+    assert not planned
+    assert not np.allclose(following, target)
 
 
 def test_vector_batch_with_an_objective_equals_singles(tmp_path):
