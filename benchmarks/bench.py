@@ -25,6 +25,18 @@ from dfplan.errors import UserError
 from dfplan.files import atomic_write_json, ensure_writable_dir, remove_stale_temps
 from dfplan.policies.factory import METHODS, make_policy
 
+# The summary fields a result JSON carries, in order.
+SUMMARY_FIELDS = (
+    "normalized_mean",
+    "normalized_sem",
+    "raw_mean",
+    "success_rate",
+    "steps_to_goal_mean",
+    "zone_steps_mean",
+    "zone_entered_rate",
+    "energy_mean",
+)
+
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("task", help="maze2d-{umaze,medium,large} or multi2d-{umaze,medium,large}")
@@ -161,19 +173,7 @@ def run_bench(args: argparse.Namespace) -> int:
         "label": args.label,
         "episodes": args.episodes,
         "seed": args.seed,
-        **{
-            k: summary[k]
-            for k in (
-                "normalized_mean",
-                "normalized_sem",
-                "raw_mean",
-                "success_rate",
-                "steps_to_goal_mean",
-                "zone_steps_mean",
-                "zone_entered_rate",
-                "energy_mean",
-            )
-        },
+        **{k: summary[k] for k in SUMMARY_FIELDS},
         "decisions_per_second": dps,
         "wall_seconds": wall,
         "device": device if args.method not in ("expert", "greedy", "random") else "cpu",
