@@ -32,6 +32,19 @@ POINTMAZE_PROTOCOL = (
     "1.0 of the goal, which ends the episode, 1000 steps, score = 100 * success (no "
     "normalisation exists: the mean is the success rate in %), mean +- SE"
 )
+# The summary fields a result JSON carries, in order.
+SUMMARY_FIELDS = (
+    "normalized_mean",
+    "normalized_sem",
+    "raw_mean",
+    "success_rate",
+    "success_sem",
+    "success_by_task",
+    "steps_to_goal_mean",
+    "zone_steps_mean",
+    "zone_entered_rate",
+    "energy_mean",
+)
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
@@ -175,21 +188,7 @@ def run_bench(args: argparse.Namespace) -> int:
         "label": args.label,
         "episodes": args.episodes,
         "seed": args.seed,
-        **{
-            k: summary[k]
-            for k in (
-                "normalized_mean",
-                "normalized_sem",
-                "raw_mean",
-                "success_rate",
-                "success_sem",
-                "success_by_task",
-                "steps_to_goal_mean",
-                "zone_steps_mean",
-                "zone_entered_rate",
-                "energy_mean",
-            )
-        },
+        **{k: summary[k] for k in SUMMARY_FIELDS},
         "decisions_per_second": dps,
         "wall_seconds": wall,
         "device": device if args.method not in ("expert", "greedy", "random") else "cpu",

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from dfplan.benchmarks.harness import EpisodeRecord, summarize
+from dfplan.envs import get_task
 from dfplan.errors import UserError
 from dfplan.files import atomic_write_json
 
@@ -36,7 +37,7 @@ def merge(results: list[dict]) -> dict:
     if len(set(seeds)) != len(seeds):
         raise UserError("cannot merge: an episode seed appears in two chunks; drop the duplicate")
     records = sorted((EpisodeRecord(**e) for e in dicts), key=lambda e: e.seed)
-    decisions = [r["episodes"] * _steps_per_episode(r) for r in results]
+    decisions = [r["episodes"] * get_task(r["task"]).max_episode_steps for r in results]
     deciding = sum(d / r["decisions_per_second"] for d, r in zip(decisions, results, strict=True))
     merged = {k: v for k, v in first.items() if k != "per_episode"}
     merged.update(summarize(records))  # episodes and every summary field, from all records
@@ -49,12 +50,6 @@ def merge(results: list[dict]) -> dict:
         per_episode=[r.to_dict() for r in records],
     )
     return merged
-
-
-def _steps_per_episode(result: dict) -> int:
-    from dfplan.envs import get_task
-
-    return get_task(result["task"]).max_episode_steps
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -160,6 +160,8 @@ class RouteSearch:
             # An env standing on a landmark (it has just reached its subgoal) needs no new
             # plans: the roadmap's links from that landmark are its first legs, and the best
             # of them continues the cheapest chain (its cost to go is Bellman-Ford's minimum).
+            goal_t = torch.as_tensor(goals, dtype=torch.float32)
+            cands = torch.cat([self.landmarks.expand(b, m, 2), goal_t[:, None]], dim=1)
             xy = torch.as_tensor(obs[:, :2], dtype=torch.float32)
             here = torch.cdist(xy, self.landmarks).min(dim=1)
             on_landmark = (here.values <= self.config.arrive_radius).numpy()
@@ -170,9 +172,8 @@ class RouteSearch:
                 first[k, m] = float(to_goal[k, at])
             fresh = np.flatnonzero(~on_landmark)
             if len(fresh):
-                first[fresh] = self._first_legs(obs[fresh], goals[fresh], objective, seeds, fresh)
-        goal_t = torch.as_tensor(goals, dtype=torch.float32)
-        cands = torch.cat([self.landmarks.expand(b, m, 2), goal_t[:, None]], dim=1)
+                fresh_seeds = [seeds[k] for k in fresh]
+                first[fresh] = self._first_legs(obs[fresh], cands[fresh], objective, fresh_seeds)
         go_all = np.concatenate([go, np.zeros((b, 1))], axis=1)  # the goal: nothing left to go
         total = first + go_all
         best = total.min(axis=1, keepdims=True)
@@ -182,21 +183,16 @@ class RouteSearch:
         pick = np.where(np.isfinite(best[:, 0]), pick, m)  # nothing arrives: aim at the goal
         return cands[torch.arange(b), torch.as_tensor(pick)].numpy().astype(np.float64)
 
-    def _first_legs(self, obs, goals, objective, seeds, envs) -> np.ndarray:
-        """(N, M + 1) costs of plans from each state to every landmark and to its goal."""
-        n, m = len(obs), len(self.landmarks)
-        goal_t = torch.as_tensor(goals, dtype=torch.float32)
-        cands = torch.cat([self.landmarks.expand(n, m, 2), goal_t[:, None]], dim=1).reshape(-1, 2)
-        starts = torch.as_tensor(obs, dtype=torch.float32).repeat_interleave(m + 1, dim=0)
-        # Candidate c of env k plans with seed s_k * 7919 + c.
-        leg_seeds = [
-            None if seeds[k] is None else int(seeds[k]) * 7919 + c
-            for k in envs
-            for c in range(m + 1)
-        ]
-        plan = self._plan(starts, cands, leg_seeds)
-        arrival = arrival_steps(plan.positions, cands, self.config.arrive_radius)
-        return self.leg_cost(plan, arrival, objective).view(n, m + 1).numpy()
+    def _first_legs(self, obs, cands, objective, seeds) -> np.ndarray:
+        """(N, M + 1) costs of plans from each state (N, 4) to its candidates (N, M + 1, 2)."""
+        n, c = cands.shape[:2]
+        flat = cands.reshape(-1, 2)
+        starts = torch.as_tensor(obs, dtype=torch.float32).repeat_interleave(c, dim=0)
+        # Candidate j of env k plans with seed s_k * 7919 + j.
+        leg_seeds = [None if s is None else int(s) * 7919 + j for s in seeds for j in range(c)]
+        plan = self._plan(starts, flat, leg_seeds)
+        arrival = arrival_steps(plan.positions, flat, self.config.arrive_radius)
+        return self.leg_cost(plan, arrival, objective).view(n, c).numpy()
 
 
 def landmarks_from_goals(goals: np.ndarray, radius: float = 0.5) -> np.ndarray:

@@ -7,18 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from dfplan.benchmarks.bench import SUMMARY_FIELDS
 from dfplan.benchmarks.merge import merge
 from dfplan.errors import UserError
 
 WHOLE = Path(__file__).parents[1] / "results" / "multi2d-large-keepout_expert.json"
-SUMMARY = (
-    "normalized_mean",
-    "normalized_sem",
-    "raw_mean",
-    "success_rate",
-    "steps_to_goal_mean",
-    "zone_steps_mean",
-)
 
 
 def chunk(result: dict, start: int, count: int) -> dict:
@@ -32,7 +25,7 @@ def test_chunks_merge_into_the_whole_run():
     parts = [chunk(whole, 60, 40), chunk(whole, 0, 60)]
     merged = merge(parts)
     assert merged["episodes"] == whole["episodes"] and merged["seed"] == whole["seed"]
-    for key in SUMMARY:
+    for key in SUMMARY_FIELDS:
         assert merged[key] == pytest.approx(whole[key])
     assert merged["per_episode"] == whole["per_episode"]
     assert merged["chunks"] == [[0, 60], [60, 40]]
