@@ -1,10 +1,11 @@
 """`dfplan bench`: score a method on a task under the benchmark protocol; table + JSON result.
 
-Protocol: D4RL-faithful env, full time limit (300 / 600 / 800), sparse reward radius
+Protocol (Maze2D): D4RL-faithful env, full time limit (300 / 600 / 800), sparse reward radius
 0.5, the policy's own actions, the planner replans every step, N episodes with seeds
 seed..seed+N-1, D4RL-normalised mean +- standard error, raw return, success rate (reached the goal
-at least once) and steps to first success. Episode k's result depends only on its seed, not on
-how episodes are batched, so results are comparable across batch sizes and workers.
+at least once) and steps to first success. Protocol (OGBench PointMaze): OGBench's, see
+`POINTMAZE_PROTOCOL`. Episode k's result depends only on its seed, not on how episodes are
+batched, so results are comparable across batch sizes and workers.
 """
 
 from __future__ import annotations
@@ -25,12 +26,20 @@ from dfplan.errors import UserError
 from dfplan.files import atomic_write_json, ensure_writable_dir, remove_stale_temps
 from dfplan.policies.factory import METHODS, make_policy
 
+POINTMAZE_PROTOCOL = (
+    "OGBench's protocol: OGBench 1.2.2 env, its five evaluation tasks, the episode with seed s "
+    "runs task_id 1 + s % 5 (= 1 + k % 5 for episode k of a run from seed 0), success = within "
+    "1.0 of the goal, which ends the episode, 1000 steps, score = 100 * success (no "
+    "normalisation exists: the mean is the success rate in %), mean +- SE"
+)
 # The summary fields a result JSON carries, in order.
 SUMMARY_FIELDS = (
     "normalized_mean",
     "normalized_sem",
     "raw_mean",
     "success_rate",
+    "success_sem",
+    "success_by_task",
     "steps_to_goal_mean",
     "zone_steps_mean",
     "zone_entered_rate",
@@ -39,7 +48,11 @@ SUMMARY_FIELDS = (
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("task", help="maze2d-{umaze,medium,large} or multi2d-{umaze,medium,large}")
+    p.add_argument(
+        "task",
+        help="maze2d-{umaze,medium,large}, multi2d-{umaze,medium,large} or "
+        "pointmaze-{medium,large,giant,teleport}-navigate (dfplan info lists all)",
+    )
     p.add_argument("--method", default="df", help=f"one of {', '.join(METHODS)} (default df)")
     p.add_argument(
         "--checkpoint",
@@ -94,6 +107,8 @@ def with_zones(task, zones: list[str]):
 
     if not zones:
         return task
+    if task.family != "maze2d":
+        raise UserError(f"--zone works on maze2d and multi2d tasks only, not on {task.name}")
     parsed = []
     for text in zones:
         try:
@@ -183,9 +198,7 @@ def run_bench(args: argparse.Namespace) -> int:
         "zones": [list(z) for z in task.zones],
         "objective": shards[0]["objective"],
         "workers": max(world, workers),
-        "protocol": "D4RL-faithful env, full time limit, sparse reward r=0.5, "
-        f"{_replanning(shards[0]['config'])}, seeds seed..seed+N-1, D4RL-normalised x100, "
-        "mean +- SE",
+        "protocol": _protocol(task, shards[0]["config"]),
         "per_episode": [r.to_dict() for r in records],
     }
     name = f"{task.name}_{args.method}" + (f"_{args.label}" if args.label else "")
@@ -195,6 +208,15 @@ def run_bench(args: argparse.Namespace) -> int:
     print_table([result])
     print(f"result: {path}")
     return 0
+
+
+def _protocol(task, config: dict) -> str:
+    if task.family == "pointmaze":
+        return POINTMAZE_PROTOCOL
+    return (
+        "D4RL-faithful env, full time limit, sparse reward r=0.5, "
+        f"{_replanning(config)}, seeds seed..seed+N-1, D4RL-normalised x100, mean +- SE"
+    )
 
 
 def _replanning(config: dict) -> str:
@@ -353,8 +375,10 @@ def _run_workers(spec: tuple, seed: int, episodes: int, workers: int) -> list[di
 
 
 def print_table(results: list[dict]) -> None:
+    """One row per result; PointMaze rows add their success rate per evaluation task below."""
+    width = max(15, *(len(r["task"]) for r in results))
     head = (
-        f"{'task':15s} {'method':9s} {'score':>14s} {'raw':>7s} {'success':>8s} "
+        f"{'task':{width}s} {'method':9s} {'score':>14s} {'raw':>7s} {'success':>8s} "
         f"{'to goal':>8s} {'dec/s':>8s} {'wall s':>7s}"
     )
     print(head)
@@ -363,10 +387,13 @@ def print_table(results: list[dict]) -> None:
         to_goal = f"{r['steps_to_goal_mean']:.0f}" if r["steps_to_goal_mean"] else "-"
         method = r.get("label") or r["method"]
         print(
-            f"{r['task']:15s} {method:9s} {score:>14s} {r['raw_mean']:>7.1f} "
+            f"{r['task']:{width}s} {method:9s} {score:>14s} {r['raw_mean']:>7.1f} "
             f"{r['success_rate']:>8.0%} {to_goal:>8s} {r['decisions_per_second']:>8.1f} "
             f"{r['wall_seconds']:>7.1f}"
         )
+        if r.get("success_by_task"):  # keys are ints here, strings once read back from JSON
+            rates = ", ".join(f"{k}: {v:.0%}" for k, v in r["success_by_task"].items())
+            print(f"{'':{width}s} success by evaluation task: {rates}")
     print(
         f"({results[0]['episodes']} episodes, seeds {results[0]['seed']}.."
         f"{results[0]['seed'] + results[0]['episodes'] - 1}; {results[0]['protocol']})"

@@ -1,9 +1,12 @@
 """Run a policy for N episodes on a task under the benchmark protocol; per-episode records.
 
-Protocol: D4RL-faithful env, full time limit, sparse reward (radius 0.5), the policy's own actions,
-episode k reset with seed `seed + k`. Episodes run in lock-step batches: the policy sees
-(B, 4) observations and returns (B, 2) actions, and is reset once per batch with the batch's first
-seed.
+Protocol: the task's env (`task.make_env()`), full time limit, the policy's own actions, episode
+k reset with seed `seed + k`. Maze2D: D4RL-faithful env, sparse reward (radius 0.5), never
+terminates. OGBench PointMaze: OGBench's protocol, the episode with seed s runs evaluation task
+`1 + s % 5` (reset option task_id), success within 1.0 of the goal ends it, score 100 * success.
+Episodes run in lock-step batches: the policy sees (B, obs_dim) observations and returns (B, 2)
+actions, and is reset once per batch with the batch's first seed. An env that terminated takes
+no more actions: the policy keeps getting its last observation, and its action is ignored.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-import gymnasium as gym
 import numpy as np
 from tqdm import tqdm
 
@@ -30,10 +32,13 @@ class EpisodeRecord:
     zone_steps: int = 0  # steps that ended inside a keep-out zone (info["cost"] summed)
     energy: float = 0.0  # action energy: sum over steps of ||a_t||^2 (actions clipped to [-1, 1])
     success_steps: list[int] | None = None  # not stored by default; used by success curves
+    task_id: int | None = None  # OGBench evaluation task (PointMaze); None on Maze2D
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d.pop("success_steps")
+        if d["task_id"] is None:  # Maze2D records keep their exact old form
+            d.pop("task_id")
         return d
 
 
@@ -70,41 +75,56 @@ def run_episodes(
     bar = step_bar(task, episodes, disable=not progress)
     for start in range(0, episodes, batch_size):
         seeds = all_seeds[start : start + batch_size]
-        envs = [gym.make(task.env_id, zones=task.zones) for _ in seeds]
-        resets = [env.reset(seed=s) for env, s in zip(envs, seeds, strict=True)]
+        task_ids = [task.eval_task_id(s) for s in seeds]
+        envs = [task.make_env() for _ in seeds]
+        resets = [
+            env.reset(seed=s) if tid is None else env.reset(seed=s, options={"task_id": tid})
+            for env, s, tid in zip(envs, seeds, task_ids, strict=True)
+        ]
         obs = np.stack([r[0] for r in resets])
         infos = [r[1] for r in resets]
         policy.reset(seed=seeds[0] if policy_seed is None else policy_seed + start)
         returns = np.zeros(len(seeds))
         costs, energy = np.zeros(len(seeds), dtype=np.int64), np.zeros(len(seeds))
         first = [None] * len(seeds)
+        done = np.zeros(len(seeds), bool)  # terminated (PointMaze at its goal); Maze2D never
         for t in range(1, task.max_episode_steps + 1):
             info = {"goal": np.stack([i["goal"] for i in infos])}
             tic = time.perf_counter()
             actions = policy.act(obs, info)
             act_seconds += time.perf_counter() - tic
             decisions += len(seeds)
-            steps = [env.step(a) for env, a in zip(envs, actions, strict=True)]
-            obs = np.stack([s[0] for s in steps])
-            infos = [s[4] for s in steps]
-            energy += (np.clip(np.asarray(actions, dtype=np.float64), -1, 1) ** 2).sum(axis=1)
             arrived = 0
-            for k, s in enumerate(steps):
-                returns[k] += s[1]
-                costs[k] += s[4].get("cost", 0.0) > 0
-                if first[k] is None and s[4]["success"]:
+            obs = obs.copy()  # a fresh array per step: the policy may hold on to the last one
+            for k in np.flatnonzero(~done):
+                o, reward, terminated, _, step_info = envs[k].step(actions[k])
+                obs[k] = o
+                if "goal" not in step_info:  # OGBench gives the goal at reset only
+                    step_info = {**step_info, "goal": infos[k]["goal"]}
+                infos[k] = step_info
+                energy[k] += (np.clip(np.asarray(actions[k], dtype=np.float64), -1, 1) ** 2).sum()
+                returns[k] += reward
+                costs[k] += step_info.get("cost", 0.0) > 0
+                if first[k] is None and step_info["success"]:
                     first[k] = t
                     arrived += 1
+                done[k] = terminated
             bar.update(len(seeds))
             if report is not None:
                 report(len(seeds), arrived)
             if t % 50 == 0:
                 reached = sum(f is not None for f in first) + sum(r.success for r in records)
                 bar.set_postfix(reached=f"{reached}/{len(records) + len(seeds)}", refresh=False)
+            if done.all():  # every episode ended: count the steps they will not take
+                left = len(seeds) * (task.max_episode_steps - t)
+                bar.update(left)
+                if report is not None:
+                    report(left, 0)
+                break
         for env in envs:
             env.close()
         for k, s in enumerate(seeds):
-            norm = envs[k].unwrapped.normalized_score(returns[k])
+            norm = task.score(envs[k], returns[k], first[k] is not None)
             final = [float(v) for v in obs[k, :2]]
             records.append(
                 EpisodeRecord(
@@ -116,6 +136,7 @@ def run_episodes(
                     final,
                     zone_steps=int(costs[k]),
                     energy=float(energy[k]),
+                    task_id=task_ids[k],
                 )
             )
         if progress:
@@ -126,14 +147,24 @@ def run_episodes(
 
 
 def summarize(records: list[EpisodeRecord]) -> dict:
+    """Means over the episodes; success_by_task ({task_id: rate}) on PointMaze, else None."""
     norm = np.array([r.normalized for r in records])
+    success = np.array([r.success for r in records], dtype=np.float64)
     firsts = [r.first_success_step for r in records if r.first_success_step is not None]
+    by_task = None
+    if any(r.task_id is not None for r in records):
+        ids = sorted({r.task_id for r in records})
+        by_task = {i: float(np.mean([r.success for r in records if r.task_id == i])) for i in ids}
     return {
         "episodes": len(records),
         "normalized_mean": float(norm.mean()),
         "normalized_sem": float(norm.std(ddof=1) / np.sqrt(len(norm))) if len(norm) > 1 else 0.0,
         "raw_mean": float(np.mean([r.raw_return for r in records])),
-        "success_rate": float(np.mean([r.success for r in records])),
+        "success_rate": float(success.mean()),
+        "success_sem": float(success.std(ddof=1) / np.sqrt(len(success)))
+        if len(success) > 1
+        else 0.0,
+        "success_by_task": by_task,
         "steps_to_goal_mean": float(np.mean(firsts)) if firsts else None,
         "zone_steps_mean": float(np.mean([r.zone_steps for r in records])),
         "zone_entered_rate": float(np.mean([r.zone_steps > 0 for r in records])),

@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from dfplan.envs import TASKS
+from dfplan.envs import ALL_TASKS
 from dfplan.policies.factory import METHODS
 
 
@@ -23,7 +23,7 @@ def load_results(folder: Path, labels: list[str] = ()) -> dict[tuple[str, str], 
     """{(task, column): result} of the result files in `folder`: unlabelled ones under their
     method, and `labels` runs (`TASK_METHOD_LABEL.json`) under METHOD_LABEL."""
     results = {}
-    for task in TASKS:
+    for task in ALL_TASKS:
         for method in METHODS:
             for column in (method, *(f"{method}_{lab}" for lab in labels)):
                 path = folder / f"{task}_{column}.json"
@@ -33,7 +33,7 @@ def load_results(folder: Path, labels: list[str] = ()) -> dict[tuple[str, str], 
 
 
 def markdown(results: dict, methods: list[str], success: bool = False) -> str:
-    tasks = [t for t in TASKS if any((t, m) in results for m in methods)]
+    tasks = [t for t in ALL_TASKS if any((t, m) in results for m in methods)]
     lines = ["| task | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
     for task in tasks:
         cells = []
@@ -45,7 +45,7 @@ def markdown(results: dict, methods: list[str], success: bool = False) -> str:
             cell = f"{r['normalized_mean']:.1f} ± {r['normalized_sem']:.1f}"
             if success:
                 cell += f" ({r['success_rate']:.0%})"
-            if TASKS[task].zones and r.get("zone_steps_mean") is not None:
+            if ALL_TASKS[task].zones and r.get("zone_steps_mean") is not None:
                 cell += f", z {r['zone_steps_mean']:.1f}"
             cells.append(cell)
         lines.append(f"| {task} | " + " | ".join(cells) + " |")

@@ -13,15 +13,16 @@ from dfplan.errors import UserError
 
 # -- info ------------------------------------------------------------------------------------
 def cmd_info(args: argparse.Namespace) -> int:
-    from dfplan.envs import TASKS
+    from dfplan.envs import ALL_TASKS
     from dfplan.envs.datasets import dataset_path, datasets_root
 
     print("tasks:")
-    for task in TASKS.values():
-        print(f"  {task.name:22s} env {task.env_id:34s} time limit {task.max_episode_steps}")
+    width = max(len(name) for name in ALL_TASKS)
+    for task in ALL_TASKS.values():
+        print(f"  {task.name:{width}s} env {task.env_id:34s} time limit {task.max_episode_steps}")
     print(f"datasets (under {datasets_root()}):")
     seen = set()
-    for task in TASKS.values():
+    for task in ALL_TASKS.values():
         if task.dataset_id in seen:
             continue
         seen.add(task.dataset_id)
@@ -39,12 +40,27 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 # -- data ------------------------------------------------------------------------------------
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("task", help="maze2d-umaze, maze2d-medium or maze2d-large")
+    p.add_argument(
+        "task",
+        help="maze2d-{umaze,medium,large} or pointmaze-{medium,large,giant,teleport}-navigate",
+    )
     p.add_argument(
         "--steps",
         type=int,
         default=None,
-        help="transitions to generate (default: the maze's recipe, D4RL's 1M / 2M / 4M)",
+        help="maze2d: transitions to generate (default: the maze's recipe, D4RL's 1M / 2M / 4M)",
+    )
+    p.add_argument(
+        "--episodes",
+        type=int,
+        default=None,
+        help="pointmaze: train episodes (default OGBench's 1000, giant 500; +10%% validation)",
+    )
+    p.add_argument(
+        "--episode-steps",
+        type=int,
+        default=None,
+        help="pointmaze: steps per episode (default OGBench's 1001, giant 2001)",
     )
     p.add_argument(
         "--noise",
@@ -52,7 +68,9 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="std of Gaussian action noise (default: the recipe's 0.3; D4RL's data used 0.5)",
     )
-    p.add_argument("--seed", type=int, default=None, help="random seed (default: the recipe's)")
+    p.add_argument(
+        "--seed", type=int, default=None, help="random seed (default: the recipe's; pointmaze: 0)"
+    )
     p.add_argument(
         "--dwell",
         default=None,
@@ -68,6 +86,10 @@ def cmd_data(args: argparse.Namespace) -> int:
     from dfplan.recipe import data_settings
 
     task = get_task(args.task)
+    if task.family == "pointmaze":
+        return _pointmaze_data(task, args)
+    if args.episodes is not None or args.episode_steps is not None:
+        raise UserError("--episodes and --episode-steps are for pointmaze tasks; use --steps")
     if task.name != task.dataset_task:
         raise UserError(
             f"{task.name} uses the {task.dataset_task} dataset: "
@@ -87,6 +109,33 @@ def cmd_data(args: argparse.Namespace) -> int:
     config = DataConfig(task.name, **settings)
     path = make_dataset(config, task, force=args.force)
     print(f"dataset {task.dataset_id} at {path}")
+    return 0
+
+
+def _pointmaze_data(task, args: argparse.Namespace) -> int:
+    """OGBench's navigate procedure; OGBench's sizes unless --episodes / --episode-steps."""
+    from dfplan.envs.pointmaze_data import NavigateConfig, make_navigate_dataset
+
+    for flag in ("steps", "noise", "dwell"):
+        if getattr(args, flag) is not None:
+            raise UserError(f"--{flag} is for maze2d tasks; {task.name} takes --episodes")
+    if args.seed is not None and not 0 <= args.seed < 2**32:
+        raise UserError(f"--seed must be in 0..2**32-1, got {args.seed}")
+    config = NavigateConfig(
+        task.name,
+        task.data_episodes if args.episodes is None else args.episodes,
+        task.data_episode_steps if args.episode_steps is None else args.episode_steps,
+        seed=0 if args.seed is None else args.seed,
+    )
+    path, steps, seconds = make_navigate_dataset(task, config, force=args.force)
+    if steps == 0:
+        print(f"dataset {task.dataset_id} at {path} (present; --force to regenerate)")
+    else:
+        print(
+            f"dataset {task.dataset_id} at {path}: {config.episodes} episodes "
+            f"(+{config.val_episodes} in {task.val_dataset_id}), {steps} steps in all, "
+            f"{seconds:.1f} s"
+        )
     return 0
 
 

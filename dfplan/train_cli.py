@@ -101,6 +101,8 @@ def run_train(args: argparse.Namespace) -> int:
     from dfplan.envs.datasets import load_trajectories
 
     task = get_task(args.task)
+    if task.family != "maze2d":  # no recipe or model for OGBench's 2-D observations yet
+        raise UserError(f"training on {task.name} is not supported yet; train a maze2d task")
     name = args.model or "df"  # which model of the recipe
     kind = recipe.MODELS[name][0]
     out = Path(args.out).expanduser() if args.out else default_out(task.name, name)

@@ -2,12 +2,14 @@
 
 Importing this module registers the env ids with gymnasium:
 `dfplan/maze2d-{umaze,medium,large}-v1`, `dfplan/multi2d-{umaze,medium,large}-v1` and the
-keep-out scenarios `dfplan/{maze2d-large,maze2d-medium,multi2d-large}-keepout-v1`.
+keep-out scenarios `dfplan/{maze2d-large,maze2d-medium,multi2d-large}-keepout-v1`. The OGBench
+PointMaze tasks (`POINTMAZE_TASKS`) use OGBench's own env ids; `ALL_TASKS` holds both families.
 """
 
 import gymnasium as gym
 
-from dfplan.envs.tasks import TASKS, Task, get_task
+from dfplan.envs.pointmaze import POINTMAZE_TASKS, PointMazeTask
+from dfplan.envs.tasks import ALL_TASKS, TASKS, Task, get_task
 
 
 def register_envs() -> None:
@@ -30,4 +32,12 @@ def register_envs() -> None:
 
 register_envs()
 
-__all__ = ["TASKS", "Task", "get_task", "register_envs"]
+__all__ = [
+    "ALL_TASKS",
+    "POINTMAZE_TASKS",
+    "TASKS",
+    "PointMazeTask",
+    "Task",
+    "get_task",
+    "register_envs",
+]

@@ -155,7 +155,6 @@ def make_dataset(config: DataConfig, task: Task, force: bool = False, progress: 
     Reuses an existing complete dataset unless `force`. Written in a hidden staging folder and
     renamed into place, so an interrupted run never leaves a dataset that looks complete.
     """
-    import minari
     from gymnasium import spaces
 
     if config.steps <= 0:
@@ -163,6 +162,28 @@ def make_dataset(config: DataConfig, task: Task, force: bool = False, progress: 
     final = dataset_path(task.dataset_id)
     if final.exists() and not force:
         return final
+    staging = open_staging()
+    stream = generate_stream(config, task, progress=progress)
+    write_staged(
+        staging,
+        task.dataset_id,
+        _episode_buffers(stream),
+        asdict(config),
+        env=task.env_id,
+        observation_space=spaces.Box(-np.inf, np.inf, (4,), np.float32),
+        action_space=spaces.Box(-1.0, 1.0, (2,), np.float32),
+        algorithm_name="dfplan waypoint expert (D4RL maze2d procedure)",
+        ref_min_score=task.ref_min_score,
+        ref_max_score=task.ref_max_score,
+    )
+    publish(staging, task.dataset_id)
+    shutil.rmtree(staging, ignore_errors=True)
+    return final
+
+
+# -- atomic writing (shared with the PointMaze data) -------------------------------------------
+def open_staging() -> Path:
+    """A fresh hidden staging folder under the datasets root (stale ones of dead runs go)."""
     root = datasets_root()
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -175,34 +196,38 @@ def make_dataset(config: DataConfig, task: Task, force: bool = False, progress: 
             "set MINARI_DATASETS_PATH to a writable folder"
         ) from None
     _remove_stale_staging(root)
+    return staging
 
-    stream = generate_stream(config, task, progress=progress)
+
+def write_staged(staging: Path, dataset_id: str, buffers: list, config: dict, **minari_kwargs):
+    """Write one Minari dataset into `staging`, with our generation settings beside it."""
+    import minari
+
     with _minari_root(staging), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # minari nags about unset optional metadata
         minari.create_dataset_from_buffers(
-            dataset_id=task.dataset_id,
-            buffer=_episode_buffers(stream),
-            env=task.env_id,
+            dataset_id=dataset_id,
+            buffer=buffers,
             author="dfplan",
-            observation_space=spaces.Box(-np.inf, np.inf, (4,), np.float32),
-            action_space=spaces.Box(-1.0, 1.0, (2,), np.float32),
-            algorithm_name="dfplan waypoint expert (D4RL maze2d procedure)",
-            ref_min_score=task.ref_min_score,
-            ref_max_score=task.ref_max_score,
-            description=json.dumps({"dfplan_data_config": asdict(config)}),
+            description=json.dumps({"dfplan_data_config": config}),
+            **minari_kwargs,
         )
-    built = staging / task.dataset_id
-    (built / "dfplan_config.json").write_text(json.dumps(asdict(config), indent=2))
+    (staging / dataset_id / "dfplan_config.json").write_text(json.dumps(config, indent=2))
+
+
+def publish(staging: Path, dataset_id: str) -> Path:
+    """Rename a dataset written by `write_staged` into place (replacing an old one)."""
+    root = datasets_root()
+    final = dataset_path(dataset_id)
     final.parent.mkdir(parents=True, exist_ok=True)
-    namespace_meta = staging / task.dataset_id.split("/")[0] / "namespace_metadata.json"
+    namespace_meta = staging / dataset_id.split("/")[0] / "namespace_metadata.json"
     if namespace_meta.exists() and not (final.parent / namespace_meta.name).exists():
         shutil.copy(namespace_meta, final.parent / namespace_meta.name)
     if final.exists():
         old = root / f".dfplan-old-{os.getpid()}"
         final.rename(old)
         shutil.rmtree(old)
-    built.rename(final)
-    shutil.rmtree(staging, ignore_errors=True)
+    (staging / dataset_id).rename(final)
     return final
 
 

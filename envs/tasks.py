@@ -1,10 +1,20 @@
-"""Tasks are data: one registry entry per CLI task name, one code path for all of them."""
+"""Tasks are data: one registry entry per CLI task name, one code path for all of them.
+
+Two families: Maze2D (D4RL-faithful, our envs; `TASKS`) and OGBench PointMaze (OGBench's envs;
+`envs/pointmaze.py`). Both give the bench `make_env`, `eval_task_id` and `score`; `get_task`
+looks up either.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
+from dfplan.envs.pointmaze import POINTMAZE_TASKS, PointMazeTask
 from dfplan.errors import UserError
+
+if TYPE_CHECKING:
+    import gymnasium as gym
 
 
 @dataclass(frozen=True)
@@ -19,6 +29,8 @@ class Task:
     # one, never starts or puts a goal in one, and the planner is handed them as an objective.
     zones: tuple[tuple[float, float, float], ...] = ()
 
+    family: ClassVar[str] = "maze2d"
+
     @property
     def env_id(self) -> str:
         return f"dfplan/{self.name}-v1"
@@ -31,6 +43,19 @@ class Task:
     @property
     def dataset_id(self) -> str:
         return f"dfplan/{self.dataset_task}-expert-v1"
+
+    def make_env(self) -> gym.Env:
+        import gymnasium as gym
+
+        return gym.make(self.env_id, zones=self.zones)
+
+    def eval_task_id(self, seed: int) -> None:
+        """Maze2D has no list of evaluation tasks: the seed alone sets start (and goal)."""
+        return None
+
+    def score(self, env: gym.Env, raw_return: float, success: bool) -> float:
+        """D4RL-normalised return."""
+        return env.unwrapped.normalized_score(raw_return)
 
 
 _MAZES = {
@@ -58,8 +83,12 @@ for _prefix, _maze in (("maze2d", "large"), ("maze2d", "medium"), ("multi2d", "l
     TASKS[_name] = Task(_name, _maze, _base.multi_goal, *_MAZES[_maze], zones=_ZONES[_maze])
 
 
-def get_task(name: str) -> Task:
+# Every task of both families, by CLI name (TASKS stays the Maze2D ones: our registered envs).
+ALL_TASKS: dict[str, Task | PointMazeTask] = {**TASKS, **POINTMAZE_TASKS}
+
+
+def get_task(name: str) -> Task | PointMazeTask:
     """Task by CLI name; a clear error listing the valid names otherwise."""
-    if name not in TASKS:
-        raise UserError(f"unknown task '{name}'; valid tasks: {', '.join(TASKS)}")
-    return TASKS[name]
+    if name not in ALL_TASKS:
+        raise UserError(f"unknown task '{name}'; valid tasks: {', '.join(ALL_TASKS)}")
+    return ALL_TASKS[name]

@@ -10,6 +10,8 @@ from dfplan.envs import get_task
 from dfplan.errors import UserError
 
 METHODS = ("df", "df-paper", "df-nomcg", "diffuser", "gcbc", "expert", "greedy", "random")
+# Methods that run on OGBench PointMaze tasks so far (no PointMaze models are trained yet).
+POINTMAZE_METHODS = ("expert", "random")
 # A scenario's zones enter the DF planners as KeepOut(zones) * KEEPOUT_WEIGHT: each planned frame
 # inside a zone weighs like 10 steps of travel, so any clean detour beats a route through it.
 KEEPOUT_WEIGHT = 10.0
@@ -109,9 +111,12 @@ def make_policy(
 
     df: the checkpoint's planner; df-paper: the paper's setting (an unconditional model steered
     by Euclidean goal guidance with MCG): the maze's shipped `-paper` checkpoint where there is
-    one, else the checkpoint's "planner_paper" settings; df-nomcg: df with one guidance sample."""
+    one, else the checkpoint's "planner_paper" settings; df-nomcg: df with one guidance sample.
+    On OGBench PointMaze tasks only `POINTMAZE_METHODS` run (expert: `SubgoalOracleExpert`)."""
     if isinstance(task, str):
         task = get_task(task)
+    if task.family == "pointmaze":
+        return _pointmaze_policy(method, task)
     if method in ("df", "df-paper", "df-nomcg"):
         from dfplan.policies.diffusion_forcing import DiffusionForcingPolicy
 
@@ -156,3 +161,19 @@ def make_policy(
 
         return RandomPolicy()
     raise UserError(f"unknown method '{method}'; valid methods: {', '.join(METHODS)}")
+
+
+def _pointmaze_policy(method: str, task):
+    """expert: the oracle-subgoal expert (the ceiling: it reads the maze's oracle); random."""
+    if method == "expert":
+        from dfplan.policies.subgoal_oracle import SubgoalOracleExpert
+
+        return SubgoalOracleExpert(task)
+    if method == "random":
+        from dfplan.policies import RandomPolicy
+
+        return RandomPolicy()
+    raise UserError(
+        f"method '{method}' does not run on {task.name} yet; "
+        f"use one of {', '.join(POINTMAZE_METHODS)}"
+    )

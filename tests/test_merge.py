@@ -25,8 +25,10 @@ def test_chunks_merge_into_the_whole_run():
     parts = [chunk(whole, 60, 40), chunk(whole, 0, 60)]
     merged = merge(parts)
     assert merged["episodes"] == whole["episodes"] and merged["seed"] == whole["seed"]
-    for key in SUMMARY_FIELDS:
-        assert merged[key] == pytest.approx(whole[key])
+    for key in SUMMARY_FIELDS:  # results written before a field existed lack it
+        assert key in merged
+        if key in whole:
+            assert merged[key] == pytest.approx(whole[key])
     assert merged["per_episode"] == whole["per_episode"]
     assert merged["chunks"] == [[0, 60], [60, 40]]
     assert merged["decisions_per_second"] == pytest.approx(whole["decisions_per_second"])
