@@ -54,10 +54,7 @@ def tiny_policy(task: str, **planner) -> DiffusionForcingPolicy:
     ones = np.ones(4, np.float32)
     norm = Normalizer(ones * 2, ones, np.zeros(2, np.float32), np.full(2, 0.5, np.float32))
     config = PlannerConfig(**{"sampling_steps": 4, "refresh_rows": 2, "mcg_samples": 2, **planner})
-    spec = get_task(task)
-    return DiffusionForcingPolicy(
-        DiffusionForcingPlanner(model, norm, config), spec.max_episode_steps, spec.maze
-    )
+    return DiffusionForcingPolicy(DiffusionForcingPlanner(model, norm, config), get_task(task))
 
 
 def run(

@@ -49,7 +49,7 @@ from dfplan.policies.diffuser_unet import UNetConfig, diffuser_loss
 from dfplan.routes import landmarks_meta
 from dfplan.run_state import apply_state, load_state, save_state
 from dfplan.train_log import read_metrics, write_curve
-from dfplan.windows import WindowSampler, dataset_fingerprint, dataset_goals
+from dfplan.windows import WindowSampler, dataset_fingerprint, training_goals
 
 CHECKPOINT_NAME = "latest"
 
@@ -77,6 +77,12 @@ class TrainConfig:
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
     resume: bool = False  # continue the run in `out` from its latest checkpoint
     progress: bool = True  # tqdm bar on rank 0
+    # Data without goal labels (OGBench's): goals relabelled from each episode's future, in
+    # segments of (min, max) steps that head for their last state; None: the data's labels.
+    hindsight_segment: list[int] | None = None
+    # With hindsight goals: the waypoint graph of the data (dfplan.waypoints.WaypointConfig
+    # fields), shipped in the checkpoint, that routes the planner across the maze.
+    waypoints: dict | None = None
     model_kind: str = "df"  # "df": the DF transformer; "diffuser": the temporal U-Net baseline;
     # "gcbc": the goal-conditioned behaviour cloning MLP (policies/gcbc.py)
     model: ModelConfig | UNetConfig = field(default_factory=ModelConfig)  # model_kind's config
@@ -89,10 +95,22 @@ class TrainConfig:
         return cls(**kwargs, model=config_cls(**d.get("model", {})))
 
 
+def waypoint_meta(data: Trajectories, settings: dict) -> dict:
+    """The data's waypoint graph as a checkpoint JSON stores it."""
+    from dfplan.waypoints import WaypointConfig, WaypointGraph
+
+    try:
+        config = WaypointConfig(**settings)
+        graph = WaypointGraph.build(data.observations[:, :2], data.episode_bounds(), config)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"bad waypoints settings {settings}: {e}") from None
+    return graph.to_meta()
+
+
 def recipe_configs(task: str, name: str = "df") -> list[TrainConfig]:
     """The training stages of one model of the task's recipe (dfplan/recipes/MAZE.json; `name`
     from recipe.MODELS): stage 1 trains from scratch, each later one resumes with its changes."""
-    entry = recipe.model_recipe(get_task(task).maze, name)
+    entry = recipe.model_recipe(get_task(task).recipe, name)
     kind = recipe.MODELS[name][0]
     model_cls = MODEL_KINDS[kind][0]
     model = model_cls(**entry["model"])
@@ -190,9 +208,9 @@ def train(config: TrainConfig, data: Trajectories, planner_meta: dict | None = N
         if not 0 <= getattr(config, name) <= 1:
             flag = "--" + name.replace("_", "-")
             raise UserError(f"{flag} must be in [0, 1], got {getattr(config, name)}")
-    goals = None
+    goals, labelled = None, False
     if not diffuser and mcfg.goal_dim:
-        goals = dataset_goals(data)
+        goals, labelled = training_goals(data, config.hindsight_segment, config.seed)
         if goals is None:
             tqdm.write(
                 "the dataset has no goal labels (infos/goal): training an unconditional model"
@@ -257,8 +275,10 @@ def train(config: TrainConfig, data: Trajectories, planner_meta: dict | None = N
             "train_config": asdict(config),
         }
         meta.update(planner_meta or {})
-        if goals is not None:  # route search's candidate subgoals: the goals the data drove to
+        if labelled:  # route search's candidate subgoals: the goals the data drove to
             meta["landmarks"] = landmarks_meta(goals)
+        if config.waypoints is not None:
+            meta["waypoints"] = waypoint_meta(data, config.waypoints)
 
         def save() -> None:
             save_state(stem, raw, ema, opt, sampler, noise_gen, meta, step, world, device, is_main)

@@ -101,8 +101,6 @@ def run_train(args: argparse.Namespace) -> int:
     from dfplan.envs.datasets import load_trajectories
 
     task = get_task(args.task)
-    if task.family != "maze2d":  # no recipe or model for OGBench's 2-D observations yet
-        raise UserError(f"training on {task.name} is not supported yet; train a maze2d task")
     name = args.model or "df"  # which model of the recipe
     kind = recipe.MODELS[name][0]
     out = Path(args.out).expanduser() if args.out else default_out(task.name, name)
@@ -140,7 +138,7 @@ def run_train(args: argparse.Namespace) -> int:
         raise UserError(
             f"--device {configs[0].device} requested but no CUDA GPU is available; use cpu"
         )
-    planner_meta = recipe.planner_meta(task.maze, name)
+    planner_meta = recipe.planner_meta(task.recipe, name)
     data = load_trajectories(configs[0].dataset or task.dataset_id)
     for config in configs:
         if reached >= config.steps and config is not configs[-1]:

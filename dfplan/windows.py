@@ -26,6 +26,27 @@ def dataset_fingerprint(data: Trajectories) -> str:
     return h.hexdigest()[:16]
 
 
+def training_goals(
+    data: Trajectories, hindsight_segment: list[int] | None, seed: int
+) -> tuple[np.ndarray | None, bool]:
+    """((N, 2) goal per row or None, whether they are the data's own labels).
+
+    The data's goal labels where it has them; else, with `hindsight_segment` (min, max) steps,
+    goals relabelled from each episode's own future (`dfplan.relabel.segment_goals`, seeded):
+    how a model learns goals from data that holds none (OGBench's)."""
+    goals = dataset_goals(data)
+    if goals is not None or not hindsight_segment:
+        return goals, goals is not None
+    from dfplan.relabel import segment_goals
+
+    rng = np.random.default_rng(seed)
+    lengths = (int(hindsight_segment[0]), int(hindsight_segment[1]))
+    try:
+        return segment_goals(data.observations[:, :2], data.episode_bounds(), rng, lengths), False
+    except ValueError as e:
+        raise UserError(f"hindsight_segment: {e}") from None
+
+
 def dataset_goals(data: Trajectories) -> np.ndarray | None:
     """(N, 2) goal position per row (the target the data was heading for), or None."""
     goal = data.infos.get("goal")

@@ -30,6 +30,24 @@ class PointMazeTask:
     zones: tuple = ()  # no keep-out zones; the bench reads this field on every task
 
     family: ClassVar[str] = "pointmaze"
+    # One step moves the point at most 0.2 * sqrt(2); a longer jump is a reset (or a teleport,
+    # which the policies then take for one: their plan starts afresh from the exit).
+    reset_jump: ClassVar[float] = 1.0
+
+    @property
+    def recipe(self) -> str:
+        """The recipe (dfplan/recipes/RECIPE.json) of this task's models."""
+        return f"pointmaze-{self.maze}"
+
+    def position_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """(low, high) of the positions the point can have: the free cells' extent."""
+        if self.maze not in _BOUNDS:
+            maze = self.make_env().unwrapped
+            free = np.argwhere(maze.maze_map == 0)
+            xy = np.array([maze.ij_to_xy(tuple(ij)) for ij in free])
+            half = maze._maze_unit / 2
+            _BOUNDS[self.maze] = (xy.min(axis=0) - half, xy.max(axis=0) + half)
+        return _BOUNDS[self.maze]
 
     @property
     def env_id(self) -> str:
@@ -67,6 +85,9 @@ class PointMazeTask:
         """No D4RL normalisation exists for PointMaze: 100 per success, so the mean is the
         success rate in %."""
         return 100.0 * bool(success)
+
+
+_BOUNDS: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # per maze, from its map (built once)
 
 
 @contextmanager

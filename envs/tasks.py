@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
+import numpy as np
+
 from dfplan.envs.pointmaze import POINTMAZE_TASKS, PointMazeTask
 from dfplan.errors import UserError
 
@@ -30,6 +32,24 @@ class Task:
     zones: tuple[tuple[float, float, float], ...] = ()
 
     family: ClassVar[str] = "maze2d"
+
+    @property
+    def reset_jump(self) -> float:
+        """A position jump larger than one step can make: the env was reset."""
+        from dfplan.envs.maze2d import RESET_JUMP
+
+        return RESET_JUMP
+
+    @property
+    def recipe(self) -> str:
+        """The recipe (dfplan/recipes/RECIPE.json) of this task's models."""
+        return self.maze
+
+    def position_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """(low, high) of the positions a ball can have: goals outside are refused."""
+        from dfplan.envs.layouts import LAYOUTS, inner_bounds, parse_layout
+
+        return inner_bounds(parse_layout(LAYOUTS[self.maze]))
 
     @property
     def env_id(self) -> str:

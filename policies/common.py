@@ -13,13 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from dfplan.envs.layouts import LAYOUTS, inner_bounds, parse_layout
-from dfplan.envs.maze2d import MAX_SPEED, RESET_JUMP
+from dfplan.envs.maze2d import MAX_SPEED
 from dfplan.errors import UserError
 
 
 def check_obs(obs) -> np.ndarray:
-    """(4,) or (B, 4) observations -> (B, 4) float64; NaN or infinite values are refused."""
+    """(D,) or (B, D) observations -> (B, D) float64; NaN or infinite values are refused."""
     obs = np.atleast_2d(np.asarray(obs, dtype=np.float64))
     if not np.all(np.isfinite(obs)):
         raise ValueError("observation contains NaN or infinite values")
@@ -27,13 +26,13 @@ def check_obs(obs) -> np.ndarray:
 
 
 def keep_in_maze(obs: np.ndarray, bounds: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """(B, 4) observations with positions clipped to the inside of the maze and velocities to
-    twice the env's speed limit (it clips them to MAX_SPEED before each step).
+    """(B, D) observations with positions clipped to the inside of the maze and velocities (Maze2D:
+    D = 4) to twice the env's speed limit (it clips them to MAX_SPEED before each step).
 
     The env never produces anything outside these, so its observations pass unchanged; an
     observation far outside (a glitch, another frame of reference) would otherwise overflow the
     planner's float32 arithmetic into NaN actions. It is planned from the nearest maze point.
-    bounds: the maze's `inner_bounds`.
+    bounds: the task's `position_bounds()`.
     """
     low, high = bounds
     speed = 2 * MAX_SPEED
@@ -50,7 +49,7 @@ def batch_goals(
 ) -> np.ndarray:
     """(B, 2) goals from info["goal"] (one per env, or one for all), else from `default`.
 
-    With `bounds` (the `maze`'s `inner_bounds`), goals outside them or not finite are refused:
+    With `bounds` (the task's `position_bounds()`), goals outside them or not finite are refused:
     nothing could reach them."""
     goal = info.get("goal") if info is not None else None
     goal = default if goal is None else goal
@@ -65,7 +64,7 @@ def batch_goals(
         x, y = goals[np.argmax(outside)]
         raise ValueError(
             f"goal ({x:g}, {y:g}) is outside the {maze} maze: goals lie in x [{low[0]:g}, "
-            f"{high[0]:g}], y [{low[1]:g}, {high[1]:g}] (D4RL's qpos frame)"
+            f"{high[0]:g}], y [{low[1]:g}, {high[1]:g}] (the env's position frame)"
         )
     return goals
 
@@ -77,14 +76,14 @@ def load_for_task(task: str, checkpoint, device: str | None, kind: str):
     import torch
 
     from dfplan.checkpoint import load_checkpoint, shipped_checkpoint
-    from dfplan.envs import TASKS, get_task
+    from dfplan.envs import ALL_TASKS, get_task
 
     spec = get_task(task)
     stem = checkpoint if checkpoint is not None else shipped_checkpoint(spec, kind)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, meta = load_checkpoint(stem, device=device, kind=kind)
-    trained_on = get_task(meta["task"]) if meta.get("task") in TASKS else None
-    if trained_on is None or trained_on.maze != spec.maze:
+    trained_on = get_task(meta["task"]) if meta.get("task") in ALL_TASKS else None
+    if trained_on is None or trained_on.dataset_task != spec.dataset_task:
         raise UserError(
             f"checkpoint {stem} was trained for '{meta.get('task')}', which is not the "
             f"{spec.maze} maze of {spec.name}; use a checkpoint trained on {spec.dataset_task}"
@@ -101,15 +100,18 @@ class EpisodeClock:
     Call `update` before acting and `advance` after.
     """
 
-    def __init__(self, max_episode_steps: int, obs: np.ndarray, goals: np.ndarray):
+    def __init__(
+        self, max_episode_steps: int, obs: np.ndarray, goals: np.ndarray, reset_jump: float
+    ):
         self.max_episode_steps = max_episode_steps
+        self.reset_jump = reset_jump
         self.t = np.zeros(len(obs), dtype=np.int64)  # (B,) steps since the env's reset
         self.last = obs[:, :2].copy()
         self.last_goals = goals.copy()
 
     def update(self, obs: np.ndarray, goals: np.ndarray) -> np.ndarray:
         """(B,) bool: environments whose plan must be dropped (new episode or new goal)."""
-        new_episode = np.linalg.norm(obs[:, :2] - self.last, axis=1) > RESET_JUMP
+        new_episode = np.linalg.norm(obs[:, :2] - self.last, axis=1) > self.reset_jump
         new_episode |= self.t >= self.max_episode_steps
         self.t[new_episode] = 0
         return new_episode | np.any(goals != self.last_goals, axis=1)
@@ -133,11 +135,11 @@ class PlannerPolicy:
     CONFIG: type
     PLANNER: type
 
-    def __init__(self, planner, max_episode_steps: int, maze: str):
+    def __init__(self, planner, task):
         self.planner = planner
-        self.max_episode_steps = max_episode_steps
-        self.maze = maze  # a key of dfplan.envs.layouts.LAYOUTS: goals and positions must fit it
-        self.bounds = inner_bounds(parse_layout(LAYOUTS[maze]))  # once, not on every act()
+        self.task = task  # a registry Task: its maze bounds goals and positions
+        self.max_episode_steps = task.max_episode_steps
+        self.bounds = task.position_bounds()  # once, not on every act()
         self.goal: np.ndarray | None = None
         self.seed: int | None = None
         self.batch: int | None = None
@@ -172,7 +174,7 @@ class PlannerPolicy:
             normalizer = Normalizer.from_dict(meta["normalizer"])
         except (TypeError, ValueError, KeyError) as e:
             raise UserError(f"bad planner settings or checkpoint metadata ({stem}): {e}") from None
-        policy = cls(cls.PLANNER(model, normalizer, config), spec.max_episode_steps, spec.maze)
+        policy = cls(cls.PLANNER(model, normalizer, config), spec)
         policy.checkpoint = str(stem)
         try:
             policy._load_extras(meta)
@@ -198,11 +200,11 @@ class PlannerPolicy:
         plans are stale. A new batch size resets the planner (env k seeded `seed + k`)."""
         obs = keep_in_maze(check_obs(obs), self.bounds)
         b = len(obs)
-        goals = batch_goals(b, info, self.goal, type(self).__name__, self.maze, self.bounds)
+        goals = batch_goals(b, info, self.goal, type(self).__name__, self.task.maze, self.bounds)
         if self.batch != b:
             self.planner.reset(b, None if self.seed is None else [self.seed + k for k in range(b)])
             self.batch = b
-            self.clock = EpisodeClock(self.max_episode_steps, obs, goals)
+            self.clock = EpisodeClock(self.max_episode_steps, obs, goals, self.task.reset_jump)
             self._new_batch(b)
         return obs, goals, self.clock.update(obs, goals)
 

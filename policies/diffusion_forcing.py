@@ -27,6 +27,7 @@ from dfplan.guidance import GoalReward, check_objective
 from dfplan.planner import DiffusionForcingPlanner, PlannerConfig
 from dfplan.policies.common import PlannerPolicy
 from dfplan.routes import RouteConfig, RouteSearch
+from dfplan.waypoints import WaypointGraph
 
 
 class DiffusionForcingPolicy(PlannerPolicy):
@@ -37,13 +38,17 @@ class DiffusionForcingPolicy(PlannerPolicy):
     CONFIG = PlannerConfig
     PLANNER = DiffusionForcingPlanner
 
-    def __init__(self, planner, max_episode_steps: int, maze: str):
-        super().__init__(planner, max_episode_steps, maze)
+    def __init__(self, planner, task):
+        super().__init__(planner, task)
         self.objective = None
         self.routes: RouteSearch | None = None
+        self.waypoints: WaypointGraph | None = None
 
     def _load_extras(self, meta: dict) -> None:
-        """Route search, where the checkpoint ships landmarks (the goals of its data)."""
+        """Route search, where the checkpoint ships landmarks (the goals of its data); the
+        waypoint graph, where it ships one (a model trained on hindsight goals)."""
+        if meta.get("waypoints"):
+            self.waypoints = WaypointGraph.from_meta(meta["waypoints"])
         if meta.get("landmarks"):
             config = RouteConfig(**meta.get("routes", {}))
             p = self.planner
@@ -98,6 +103,8 @@ class DiffusionForcingPolicy(PlannerPolicy):
         targets = goals
         if self.objective is not None and self.routes is not None:
             targets = self._route_targets(obs, goals, stale)
+        elif self.waypoints is not None:  # the plan heads for a waypoint on the data's roadmap
+            targets = self.waypoints.targets(obs[:, :2], goals)
         config = self.planner.config
         guided = config.guidance_scale > 0 or config.action_step > 0
         reward = self._reward(targets) if guided else None

@@ -10,8 +10,9 @@ from dfplan.envs import get_task
 from dfplan.errors import UserError
 
 METHODS = ("df", "df-paper", "df-nomcg", "diffuser", "gcbc", "expert", "greedy", "random")
-# Methods that run on OGBench PointMaze tasks so far (no PointMaze models are trained yet).
-POINTMAZE_METHODS = ("expert", "random")
+# Methods that run on OGBench PointMaze tasks (the others are Maze2D's: the paper's setting,
+# Diffuser, and the greedy controller tuned to Maze2D's dynamics).
+POINTMAZE_METHODS = ("df", "gcbc", "expert", "random")
 # A scenario's zones enter the DF planners as KeepOut(zones) * KEEPOUT_WEIGHT: each planned frame
 # inside a zone weighs like 10 steps of travel, so any clean detour beats a route through it.
 KEEPOUT_WEIGHT = 10.0
@@ -112,10 +113,11 @@ def make_policy(
     df: the checkpoint's planner; df-paper: the paper's setting (an unconditional model steered
     by Euclidean goal guidance with MCG): the maze's shipped `-paper` checkpoint where there is
     one, else the checkpoint's "planner_paper" settings; df-nomcg: df with one guidance sample.
-    On OGBench PointMaze tasks only `POINTMAZE_METHODS` run (expert: `SubgoalOracleExpert`)."""
+    On OGBench PointMaze tasks only `POINTMAZE_METHODS` run (expert: `SubgoalOracleExpert`); a
+    PointMaze df checkpoint routes by its data's waypoint graph (dfplan.waypoints)."""
     if isinstance(task, str):
         task = get_task(task)
-    if task.family == "pointmaze":
+    if task.family == "pointmaze" and method not in ("df", "gcbc"):
         return _pointmaze_policy(method, task)
     if method in ("df", "df-paper", "df-nomcg"):
         from dfplan.policies.diffusion_forcing import DiffusionForcingPolicy

@@ -67,12 +67,13 @@ def train_gcbc(config, data, planner_meta: dict | None = None) -> Path:
     from dfplan.errors import UserError
     from dfplan.normalizer import Normalizer
     from dfplan.train import CHECKPOINT_NAME, default_out, lr_at
-    from dfplan.windows import dataset_fingerprint, dataset_goals
+    from dfplan.windows import dataset_fingerprint, training_goals
 
-    goals = dataset_goals(data)
+    goals, _ = training_goals(data, config.hindsight_segment, config.seed)
     if goals is None:
         raise UserError(
-            "GCBC needs a dataset with goal labels (infos/goal); make one with dfplan data"
+            "GCBC needs a dataset with goal labels (infos/goal) or a hindsight_segment setting; "
+            "make one with dfplan data"
         )
     if config.resume:
         raise UserError("GCBC trains in minutes and does not resume; start it again")
@@ -124,13 +125,11 @@ class GCBCPolicy:
     """`from_pretrained(task, checkpoint=None, device=None)`, then `reset(goal=None, seed=None)`
     and `act(obs, info)`; the goal comes from info["goal"], else from reset(goal=...)."""
 
-    def __init__(self, model: GCBCNet, normalizer, maze: str):
-        from dfplan.envs.layouts import LAYOUTS, inner_bounds, parse_layout
-
+    def __init__(self, model: GCBCNet, normalizer, task):
         self.model = model.eval()
         self.normalizer = normalizer
-        self.maze = maze
-        self.bounds = inner_bounds(parse_layout(LAYOUTS[maze]))
+        self.task = task  # a registry Task: its maze bounds goals and positions
+        self.bounds = task.position_bounds()
         self.device = next(model.parameters()).device
         self.goal: np.ndarray | None = None
         self.checkpoint: str | None = None
@@ -141,7 +140,7 @@ class GCBCPolicy:
         from dfplan.policies.common import load_for_task
 
         spec, stem, model, meta = load_for_task(task, checkpoint, device, "gcbc")
-        policy = cls(model, Normalizer.from_dict(meta["normalizer"]), spec.maze)
+        policy = cls(model, Normalizer.from_dict(meta["normalizer"]), spec)
         policy.checkpoint = str(stem)
         return policy
 
@@ -154,7 +153,7 @@ class GCBCPolicy:
 
         single = np.ndim(obs) == 1
         obs = keep_in_maze(check_obs(obs), self.bounds)
-        goals = batch_goals(len(obs), info, self.goal, "GCBCPolicy", self.maze, self.bounds)
+        goals = batch_goals(len(obs), info, self.goal, "GCBCPolicy", self.task.maze, self.bounds)
         o = torch.as_tensor(self.normalizer.normalize_obs(obs), dtype=torch.float32)
         g = torch.as_tensor(self.normalizer.normalize_goal(goals), dtype=torch.float32)
         actions = self.model(o.to(self.device), g.to(self.device)).cpu().numpy()

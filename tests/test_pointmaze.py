@@ -239,7 +239,7 @@ def test_relabelled_goals_come_from_the_same_episodes_future():
     [
         (["bench", "pointmaze-nope-navigate"], ["unknown task", MEDIUM, "maze2d-large"]),
         (["data", "pointmaze-nope"], ["unknown task 'pointmaze-nope'", MEDIUM, "maze2d-large"]),
-        (["bench", MEDIUM, "--method", "df"], ["does not run on", "expert, random"]),
+        (["bench", MEDIUM, "--method", "diffuser"], ["does not run on", "df, gcbc, expert"]),
         (["bench", MEDIUM, "--method", "expert", "--zone", "1,1,0.5"], ["--zone"]),
         (["data", MEDIUM, "--steps", "10"], ["--steps is for maze2d", "--episodes"]),
         (["data", MEDIUM, "--episodes", "0"], ["--episodes must be a positive"]),
