@@ -22,7 +22,6 @@ from dfplan.envs.pointmaze_data import (
     read_episodes,
 )
 from dfplan.policies.factory import make_policy
-from dfplan.relabel import sample_future_goals
 
 MEDIUM = "pointmaze-medium-navigate"
 
@@ -213,24 +212,6 @@ def test_the_same_seed_writes_the_same_data():
     second = read_episodes(task.dataset_id)
     np.testing.assert_array_equal(first.observations, second.observations)
     np.testing.assert_array_equal(first.actions, second.actions)
-
-
-# -- relabelling -----------------------------------------------------------------------------
-def test_relabelled_goals_come_from_the_same_episodes_future():
-    observations = np.stack([np.arange(11.0), -np.arange(11.0)], axis=1)  # T = 10
-    goals, indices = sample_future_goals(observations, np.random.default_rng(0))
-    assert indices.shape == (10,)
-    assert np.all(indices > np.arange(10)) and np.all(indices <= 10)
-    np.testing.assert_array_equal(goals, observations[indices])
-    # from t = 0 every future index 1..T is drawn
-    _, many = sample_future_goals(observations, np.random.default_rng(1), np.zeros(2000, int))
-    assert set(many) == set(range(1, 11))
-    again, _ = sample_future_goals(observations, np.random.default_rng(0))
-    np.testing.assert_array_equal(goals, again)
-    with pytest.raises(ValueError):
-        sample_future_goals(observations, np.random.default_rng(0), np.array([10]))
-    with pytest.raises(ValueError):
-        sample_future_goals(observations[:1], np.random.default_rng(0))
 
 
 # -- bad input -------------------------------------------------------------------------------
