@@ -312,8 +312,9 @@ def read_d4rl_hdf5(path: Path) -> Trajectories:
     )
 
 
-def read_minari(source: str | os.PathLike) -> Trajectories:
-    """Flatten a Minari dataset: each episode's final observation (and info) is dropped."""
+def read_minari_episodes(source: str | os.PathLike, example_task: str) -> tuple[Path, object, list]:
+    """(folder, storage, episodes) of a Minari dataset (id or folder); UserError (one line, naming
+    `dfplan data example_task` as the fix) when it is missing, unreadable or empty."""
     from minari.dataset.minari_storage import MinariStorage
 
     path = Path(source)
@@ -322,7 +323,7 @@ def read_minari(source: str | os.PathLike) -> Trajectories:
     if not (path / "data").is_dir():
         raise UserError(
             f"dataset '{source}' not found under {datasets_root()}; "
-            f"make it with 'dfplan data TASK' (e.g. dfplan data maze2d-large)"
+            f"make it with 'dfplan data TASK' (e.g. dfplan data {example_task})"
         )
     try:
         storage = MinariStorage.read(path / "data")
@@ -331,6 +332,12 @@ def read_minari(source: str | os.PathLike) -> Trajectories:
         raise UserError(f"cannot read Minari dataset {path}: {e}") from None
     if not episodes:
         raise UserError(f"Minari dataset {path} has no episodes")
+    return path, storage, episodes
+
+
+def read_minari(source: str | os.PathLike) -> Trajectories:
+    """Flatten a Minari dataset: each episode's final observation (and info) is dropped."""
+    path, storage, episodes = read_minari_episodes(source, "maze2d-large")
 
     def cat(key, sub=None, drop_last=False):
         parts = [ep[key] if sub is None else ep[key][sub] for ep in episodes]

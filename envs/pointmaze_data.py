@@ -28,7 +28,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from dfplan.envs.datasets import dataset_path, datasets_root, open_staging, publish, write_staged
+from dfplan.envs.datasets import (
+    dataset_path,
+    open_staging,
+    publish,
+    read_minari_episodes,
+    write_staged,
+)
 from dfplan.envs.pointmaze import PointMazeTask
 from dfplan.errors import UserError
 
@@ -205,23 +211,7 @@ class Episodes:
 def read_episodes(source: str | os.PathLike) -> Episodes:
     """The episodes of a navigate dataset (a Minari id such as dfplan/pointmaze-giant-navigate-v0
     or its folder)."""
-    from minari.dataset.minari_storage import MinariStorage
-
-    path = Path(source)
-    if not (path / "data").is_dir():
-        path = dataset_path(str(source))
-    if not (path / "data").is_dir():
-        raise UserError(
-            f"dataset '{source}' not found under {datasets_root()}; make it with "
-            "'dfplan data TASK' (e.g. dfplan data pointmaze-giant-navigate)"
-        )
-    try:
-        storage = MinariStorage.read(path / "data")
-        episodes = list(storage.get_episodes(range(storage.total_episodes)))
-    except Exception as e:  # minari raises many types for broken files
-        raise UserError(f"cannot read Minari dataset {path}: {e}") from None
-    if not episodes:
-        raise UserError(f"Minari dataset {path} has no episodes")
+    path, _, episodes = read_minari_episodes(source, "pointmaze-giant-navigate")
     obs = [np.asarray(ep["observations"], np.float32) for ep in episodes]
     acts = [np.asarray(ep["actions"], np.float32) for ep in episodes]
     if any(len(o) != len(a) + 1 for o, a in zip(obs, acts, strict=True)):
