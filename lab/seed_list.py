@@ -13,6 +13,7 @@ decision rate and every episode's score. Tune here, on seeds you will not report
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 import numpy as np
 
@@ -51,12 +52,26 @@ def main() -> None:
         metavar="NAME=WEIGHT",
         help="as dfplan bench: keepout=10 effort=1 module:attr=W, or none; default: the task's",
     )
+    parser.add_argument(
+        "--waypoints",
+        nargs="*",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override the shipped waypoint graph's plan-time settings, e.g. lookahead=40",
+    )
     args = parser.parse_args()
     task = get_task(args.task)
     seeds = parse_seeds(args.seeds)
     policy = make_policy(
         args.method, task, args.checkpoint, args.device, args.planner, args.objective
     )
+    if args.waypoints:
+        graph = policy.waypoints
+        fields = {
+            k: int(v) if v.isdigit() else float(v)
+            for k, v in (item.split("=", 1) for item in args.waypoints)
+        }
+        graph.config = replace(graph.config, **fields)
     records, rate = run_episodes(
         task,
         policy,
@@ -69,7 +84,8 @@ def main() -> None:
     sem = scores.std(ddof=1) / np.sqrt(len(scores)) if len(scores) > 1 else 0.0
     fails = sum(not r.success for r in records)
     print(
-        f"{task.name} {args.method} {' '.join(args.planner) or '(shipped settings)'}: "
+        f"{task.name} {args.method} "
+        f"{' '.join(args.planner + args.waypoints) or '(shipped settings)'}: "
         f"{scores.mean():.1f} +- {sem:.1f}, never reached {fails}/{len(seeds)}, "
         f"{rate:.1f} decisions/s"
     )
