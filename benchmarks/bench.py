@@ -51,7 +51,7 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "task",
         help="maze2d-{umaze,medium,large}, multi2d-{umaze,medium,large} or "
-        "pointmaze-{medium,large,giant,teleport}-navigate (dfplan info lists all)",
+        "pointmaze-{medium,large,giant,teleport}-{navigate,stitch} (dfplan info lists all)",
     )
     p.add_argument("--method", default="df", help=f"one of {', '.join(METHODS)} (default df)")
     p.add_argument(

@@ -21,6 +21,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     for task in ALL_TASKS.values():
         print(f"  {task.name:{width}s} env {task.env_id:34s} time limit {task.max_episode_steps}")
     print(f"datasets (under {datasets_root()}):")
+    id_width = max(len(task.dataset_id) for task in ALL_TASKS.values())
     seen = set()
     for task in ALL_TASKS.values():
         if task.dataset_id in seen:
@@ -28,7 +29,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         seen.add(task.dataset_id)
         present = dataset_path(task.dataset_id).exists()
         state = "present" if present else f"missing (make it: dfplan data {task.dataset_task})"
-        print(f"  {task.dataset_id:34s} {state}")
+        print(f"  {task.dataset_id:{id_width}s} {state}")
     from dfplan.checkpoint import shipped_checkpoints
 
     ckpts = shipped_checkpoints()
@@ -42,7 +43,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "task",
-        help="maze2d-{umaze,medium,large} or pointmaze-{medium,large,giant,teleport}-navigate",
+        help="maze2d-{umaze,medium,large} or "
+        "pointmaze-{medium,large,giant,teleport}-{navigate,stitch}",
     )
     p.add_argument(
         "--steps",
@@ -54,13 +56,15 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
         "--episodes",
         type=int,
         default=None,
-        help="pointmaze: train episodes (default OGBench's 1000, giant 500; +10%% validation)",
+        help="pointmaze: train episodes (default OGBench's: navigate 1000, giant 500; "
+        "stitch 5000; +10%% validation)",
     )
     p.add_argument(
         "--episode-steps",
         type=int,
         default=None,
-        help="pointmaze: steps per episode (default OGBench's 1001, giant 2001)",
+        help="pointmaze: steps per episode (default OGBench's: navigate 1001, giant 2001; "
+        "stitch 201)",
     )
     p.add_argument(
         "--noise",
@@ -113,21 +117,22 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def _pointmaze_data(task, args: argparse.Namespace) -> int:
-    """OGBench's navigate procedure; OGBench's sizes unless --episodes / --episode-steps."""
-    from dfplan.envs.pointmaze_data import NavigateConfig, make_navigate_dataset
+    """OGBench's procedure of the task's kind (navigate or stitch); OGBench's sizes unless
+    --episodes / --episode-steps."""
+    from dfplan.envs.pointmaze_data import PointMazeDataConfig, make_pointmaze_dataset
 
     for flag in ("steps", "noise", "dwell"):
         if getattr(args, flag) is not None:
             raise UserError(f"--{flag} is for maze2d tasks; {task.name} takes --episodes")
     if args.seed is not None and not 0 <= args.seed < 2**32:
         raise UserError(f"--seed must be in 0..2**32-1, got {args.seed}")
-    config = NavigateConfig(
+    config = PointMazeDataConfig(
         task.name,
         task.data_episodes if args.episodes is None else args.episodes,
         task.data_episode_steps if args.episode_steps is None else args.episode_steps,
         seed=0 if args.seed is None else args.seed,
     )
-    path, steps, seconds = make_navigate_dataset(task, config, force=args.force)
+    path, steps, seconds = make_pointmaze_dataset(task, config, force=args.force)
     if steps == 0:
         print(f"dataset {task.dataset_id} at {path} (present; --force to regenerate)")
     else:

@@ -1,9 +1,11 @@
 """OGBench PointMaze tasks: registry entries (data) and the one way to build their envs.
 
-`pointmaze-{medium,large,giant,teleport}-navigate` are OGBench 1.2.2's own envs
+`pointmaze-{medium,large,giant,teleport}-{navigate,stitch}` are OGBench 1.2.2's own envs
 (`pointmaze-MAZE-v0`), unchanged: a kinematic point, observation = position (x, y), action in
 [-1, 1]^2, five fixed evaluation tasks per maze, success within 1.0 of the goal, termination at
-the goal, 1000 steps. Nothing here re-implements the env; `make_env` builds OGBench's.
+the goal, 1000 steps. Nothing here re-implements the env; `make_env` builds OGBench's. A maze's
+navigate and stitch tasks share env and evaluation; they differ only in their dataset (`kind`,
+see `pointmaze_data.py`).
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ import numpy as np
 class PointMazeTask:
     name: str  # CLI name, e.g. "pointmaze-giant-navigate"
     maze: str  # OGBench maze type: medium, large, giant, teleport
-    data_episodes: int  # OGBench's navigate dataset: episodes (train split) ...
+    data_episodes: int  # OGBench's dataset of this kind: episodes (train split) ...
     data_episode_steps: int  # ... of this many steps each
+    kind: str = "navigate"  # OGBench's dataset type: navigate or stitch (same env and eval)
     max_episode_steps: int = 1000  # OGBench's evaluation time limit
     eval_tasks: int = 5  # OGBench's fixed evaluation tasks, task_id 1..5
     zones: tuple = ()  # no keep-out zones; the bench reads this field on every task
@@ -36,8 +39,9 @@ class PointMazeTask:
 
     @property
     def recipe(self) -> str:
-        """The recipe (dfplan/recipes/RECIPE.json) of this task's models."""
-        return f"pointmaze-{self.maze}"
+        """The recipe (dfplan/recipes/RECIPE.json) of this task's models: pointmaze-MAZE for
+        the navigate data, pointmaze-MAZE-stitch for the stitch data."""
+        return f"pointmaze-{self.maze}" + ("" if self.kind == "navigate" else f"-{self.kind}")
 
     def position_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """(low, high) of the positions the point can have: the free cells' extent."""
@@ -149,13 +153,18 @@ class OwnGlobalRandom(gym.Wrapper):
         self._isolated(self.env.unwrapped.set_goal, goal_ij)
 
 
-# Sizes of OGBench's navigate datasets (its data_gen_scripts/commands.sh).
+# Sizes of OGBench's datasets (its data_gen_scripts/commands.sh): (episodes, steps per episode).
+_DATA_SIZES = {
+    ("navigate", "medium"): (1000, 1001),
+    ("navigate", "large"): (1000, 1001),
+    ("navigate", "giant"): (500, 2001),
+    ("navigate", "teleport"): (1000, 1001),
+    ("stitch", "medium"): (5000, 201),
+    ("stitch", "large"): (5000, 201),
+    ("stitch", "giant"): (5000, 201),
+    ("stitch", "teleport"): (5000, 201),
+}
 POINTMAZE_TASKS: dict[str, PointMazeTask] = {
-    f"pointmaze-{maze}-navigate": PointMazeTask(f"pointmaze-{maze}-navigate", maze, *sizes)
-    for maze, sizes in (
-        ("medium", (1000, 1001)),
-        ("large", (1000, 1001)),
-        ("giant", (500, 2001)),
-        ("teleport", (1000, 1001)),
-    )
+    f"pointmaze-{maze}-{kind}": PointMazeTask(f"pointmaze-{maze}-{kind}", maze, *sizes, kind=kind)
+    for (kind, maze), sizes in _DATA_SIZES.items()
 }

@@ -1,13 +1,20 @@
-"""OGBench PointMaze navigate data: OGBench's generation procedure, written as Minari datasets;
-a reader returning the episodes as arrays.
+"""OGBench PointMaze data: OGBench's generation procedures (navigate and stitch), written as
+Minari datasets; a reader returning the episodes as arrays.
 
-Procedure (OGBench 1.2.2's data_gen_scripts/generate_locomaze.py, `navigate`, re-implemented):
-the env is OGBench's with terminate_at_goal=False and a time limit of one episode. Each episode
-starts at a uniformly random free cell with a goal at a random "vertex" cell (a free cell that
-is not a straight hallway cell); each step the action is the unit direction to the env's oracle
-subgoal plus N(0, 0.5) noise, clipped to [-1, 1]; on success a new vertex goal is drawn. Sizes
-are OGBench's: 1,000 episodes of 1,001 steps (giant: 500 of 2,001), plus 10% more episodes
-(at least one) as a validation split, written as a second dataset.
+Procedure (OGBench 1.2.2's data_gen_scripts/generate_locomaze.py, re-implemented): the env is
+OGBench's with terminate_at_goal=False and a time limit of one episode. Each episode starts at a
+uniformly random free cell; each step the action is the unit direction to the env's oracle
+subgoal plus N(0, 0.5) noise, clipped to [-1, 1]. The two kinds (the task's `kind`) differ in
+the goal only:
+- navigate: the goal is a random "vertex" cell (a free cell that is not a straight hallway
+  cell); on success a new vertex goal is drawn. 1,000 episodes of 1,001 steps (giant: 500 of
+  2,001).
+- stitch: the goal is a random cell exactly 4 steps from the start cell by BFS over free cells
+  (up/down/left/right moves; teleporters play no part), or the start cell itself where there
+  is none (only the teleport maze's walled-in exit cell (1, 7)). The goal is kept for the whole
+  episode: on arrival the point keeps heading for it. 5,000 episodes of 201 steps, every maze.
+Sizes are OGBench's (its commands.sh), plus 10% more episodes (at least one) as a validation
+split, written as a second dataset.
 
 Each Minari episode holds T + 1 observations (positions), T actions and rewards (the env's:
 1 on a success step), no terminations, truncation at its last step; infos hold qpos, qvel and
@@ -39,11 +46,12 @@ from dfplan.envs.pointmaze import PointMazeTask
 from dfplan.errors import UserError
 
 NOISE = 0.5  # OGBench's --noise for every PointMaze dataset
+STITCH_STEPS = 4  # a stitch episode's goal is this many BFS steps from its start cell
 
 
 @dataclass(frozen=True)
-class NavigateConfig:
-    task: str  # pointmaze-{medium,large,giant,teleport}-navigate
+class PointMazeDataConfig:
+    task: str  # pointmaze-{medium,large,giant,teleport}-{navigate,stitch}
     episodes: int  # train episodes
     episode_steps: int  # steps (actions) per episode
     seed: int = 0
@@ -72,10 +80,31 @@ def maze_cells(maze_map: np.ndarray) -> tuple[list[tuple[int, int]], list[tuple[
     return free, vertices
 
 
+def cells_at_distance(
+    maze_map: np.ndarray, start: tuple[int, int], steps: int = STITCH_STEPS
+) -> list[tuple[int, int]]:
+    """The free cells exactly `steps` moves from `start` on a shortest path through free cells
+    (BFS, up/down/left/right), in row-major order."""
+    distance = {start: 0}
+    frontier = [start]
+    for d in range(1, steps + 1):
+        reached = []
+        for i, j in frontier:
+            for cell in ((i - 1, j), (i, j - 1), (i + 1, j), (i, j + 1)):
+                inside = 0 <= cell[0] < maze_map.shape[0] and 0 <= cell[1] < maze_map.shape[1]
+                if inside and maze_map[cell] == 0 and cell not in distance:
+                    distance[cell] = d
+                    reached.append(cell)
+        frontier = reached
+    return sorted(frontier)
+
+
 def generate_episodes(
-    task: PointMazeTask, config: NavigateConfig, count: int, progress: bool = True
+    task: PointMazeTask, config: PointMazeDataConfig, count: int, progress: bool = True
 ) -> list[dict]:
-    """`count` navigate episodes (train, then validation ones) as dicts of arrays."""
+    """`count` episodes of the task's kind (train, then validation ones) as dicts of arrays."""
+    if task.kind not in ("navigate", "stitch"):
+        raise ValueError(f"{task.name}: unknown dataset kind '{task.kind}'")
     rng = np.random.default_rng(config.seed)
     env = task.make_env(terminate_at_goal=False, max_episode_steps=config.episode_steps)
     maze = env.unwrapped
@@ -85,7 +114,11 @@ def generate_episodes(
     episodes = []
     for e in range(count):
         init_ij = free[rng.integers(len(free))]
-        goal_ij = vertices[rng.integers(len(vertices))]
+        if task.kind == "stitch":
+            near = cells_at_distance(maze.maze_map, init_ij)
+            goal_ij = near[rng.integers(len(near))] if near else init_ij  # OGBench's fallback
+        else:
+            goal_ij = vertices[rng.integers(len(vertices))]
         options = {"task_info": {"init_ij": init_ij, "goal_ij": goal_ij}}
         # Seeded once: later resets continue the env's stream, so episodes differ.
         obs, _ = env.reset(seed=config.seed if e == 0 else None, options=options)
@@ -105,7 +138,8 @@ def generate_episodes(
             obs, rewards[t], terminated, truncated, info = env.step(actions[t])
             if terminated or truncated != (t == steps - 1):
                 raise RuntimeError(f"{task.name}: episode ended at step {t + 1}, not {steps}")
-            if info["success"]:  # arrived: the next goal, as OGBench's navigate data does
+            # Arrived: navigate draws the next goal; stitch keeps its goal to the episode's end.
+            if info["success"] and task.kind == "navigate":
                 env.set_goal(vertices[rng.integers(len(vertices))])
         observations[steps], goals[steps] = obs, maze.cur_goal_xy
         positions[steps], velocities[steps] = maze.data.qpos, maze.data.qvel
@@ -151,8 +185,8 @@ def _buffers(episodes: list[dict]) -> list:
     return buffers
 
 
-def make_navigate_dataset(
-    task: PointMazeTask, config: NavigateConfig, force: bool = False, progress: bool = True
+def make_pointmaze_dataset(
+    task: PointMazeTask, config: PointMazeDataConfig, force: bool = False, progress: bool = True
 ) -> tuple[Path, int, float]:
     """Generate and write the train and validation datasets; (train path, steps, seconds).
 
@@ -175,7 +209,7 @@ def make_navigate_dataset(
         "env": task.env_id,  # OGBench's evaluation env (the data env differs in two settings)
         "observation_space": spaces.Box(-np.inf, np.inf, (2,), np.float32),
         "action_space": spaces.Box(-1.0, 1.0, (2,), np.float32),
-        "algorithm_name": "OGBench navigate procedure (oracle subgoal + N(0, 0.5)), by dfplan",
+        "algorithm_name": f"OGBench {task.kind} procedure (oracle subgoal + N(0, 0.5)), by dfplan",
     }
     split = config.episodes
     write_staged(staging, task.val_dataset_id, _buffers(episodes[split:]), asdict(config), **common)
@@ -209,7 +243,7 @@ class Episodes:
 
 
 def read_episodes(source: str | os.PathLike) -> Episodes:
-    """The episodes of a navigate dataset (a Minari id such as dfplan/pointmaze-giant-navigate-v0
+    """The episodes of a PointMaze dataset (a Minari id such as dfplan/pointmaze-giant-navigate-v0
     or its folder)."""
     path, _, episodes = read_minari_episodes(source, "pointmaze-giant-navigate")
     obs = [np.asarray(ep["observations"], np.float32) for ep in episodes]

@@ -1,4 +1,4 @@
-"""OGBench PointMaze in the bench: tasks, OGBench's protocol, the navigate data, relabelling.
+"""OGBench PointMaze in the bench: tasks, OGBench's protocol, the navigate and stitch data.
 
 Real OGBench 1.2.2 envs throughout, no mocks; everything on the medium maze and short runs.
 """
@@ -15,26 +15,48 @@ from helpers import assert_clear_error, dfplan
 from dfplan.benchmarks.harness import run_episodes, summarize
 from dfplan.envs import POINTMAZE_TASKS, get_task
 from dfplan.envs.pointmaze_data import (
-    NavigateConfig,
+    PointMazeDataConfig,
+    cells_at_distance,
     generate_episodes,
-    make_navigate_dataset,
+    make_pointmaze_dataset,
     maze_cells,
     read_episodes,
 )
 from dfplan.policies.factory import make_policy
 
 MEDIUM = "pointmaze-medium-navigate"
+STITCH = "pointmaze-medium-stitch"
+MAZES = ("medium", "large", "giant", "teleport")
+KINDS = ("navigate", "stitch")
 
 
 def test_registry_has_the_four_navigate_tasks_with_ogbench_time_limit():
-    assert set(POINTMAZE_TASKS) == {
-        f"pointmaze-{m}-navigate" for m in ("medium", "large", "giant", "teleport")
-    }
-    for task in POINTMAZE_TASKS.values():
+    navigate = {f"pointmaze-{m}-navigate" for m in MAZES}
+    assert navigate <= set(POINTMAZE_TASKS)
+    for name in navigate:
+        task = POINTMAZE_TASKS[name]
+        assert task.kind == "navigate" and task.recipe == f"pointmaze-{task.maze}"
         assert task.max_episode_steps == 1000
         env = task.make_env()
         assert env.spec.max_episode_steps == 1000
         assert env.observation_space.shape == (2,) and env.action_space.shape == (2,)
+
+
+def test_registry_has_the_four_stitch_tasks_with_ogbench_sizes():
+    """OGBench's commands.sh: 5,000 episodes of 201 steps on every maze; env and evaluation
+    are the navigate task's, the dataset and recipe are their own."""
+    assert set(POINTMAZE_TASKS) == {f"pointmaze-{m}-{k}" for m in MAZES for k in KINDS}
+    for maze in MAZES:
+        stitch = POINTMAZE_TASKS[f"pointmaze-{maze}-stitch"]
+        navigate = POINTMAZE_TASKS[f"pointmaze-{maze}-navigate"]
+        assert stitch.kind == "stitch" and stitch.maze == maze
+        assert (stitch.data_episodes, stitch.data_episode_steps) == (5000, 201)
+        assert stitch.env_id == navigate.env_id == f"pointmaze-{maze}-v0"
+        assert (stitch.max_episode_steps, stitch.eval_tasks) == (1000, 5)
+        assert stitch.dataset_id == f"dfplan/pointmaze-{maze}-stitch-v0"
+        assert stitch.val_dataset_id == f"dfplan/pointmaze-{maze}-stitch-val-v0"
+        assert stitch.recipe == f"pointmaze-{maze}-stitch" != navigate.recipe
+    assert get_task(STITCH) is POINTMAZE_TASKS[STITCH]
 
 
 @pytest.mark.parametrize("task_id", [1, 2, 3, 4, 5])
@@ -157,7 +179,7 @@ def test_vertex_cells_leave_out_straight_hallways():
 
 def test_navigate_episodes_redraw_the_goal_on_arrival():
     task = get_task(MEDIUM)
-    config = NavigateConfig(MEDIUM, episodes=3, episode_steps=300, seed=1)
+    config = PointMazeDataConfig(MEDIUM, episodes=3, episode_steps=300, seed=1)
     episodes = generate_episodes(task, config, 3, progress=False)
     maze = task.make_env().unwrapped
     _, vertices = maze_cells(maze.maze_map)
@@ -180,6 +202,96 @@ def test_navigate_episodes_redraw_the_goal_on_arrival():
     for a, b in zip(episodes, again, strict=True):
         for key in a:
             np.testing.assert_array_equal(a[key], b[key])
+
+
+def _distances(maze_map: np.ndarray, start: tuple[int, int]) -> np.ndarray:
+    """BFS distance of every cell from `start` (-1: wall or unreachable), by growing the reached
+    set one move at a time: independent of `cells_at_distance`."""
+    free = maze_map == 0
+    dist = np.full(maze_map.shape, -1)
+    dist[start] = 0
+    reached = dist == 0
+    for d in range(1, free.size):
+        grown = reached.copy()
+        grown[1:] |= reached[:-1]
+        grown[:-1] |= reached[1:]
+        grown[:, 1:] |= reached[:, :-1]
+        grown[:, :-1] |= reached[:, 1:]
+        grown &= free
+        if not (grown & ~reached).any():
+            return dist
+        dist[grown & ~reached] = d
+        reached = grown
+    return dist
+
+
+def test_stitch_goal_cells_are_four_bfs_steps_away():
+    maze_map = get_task(STITCH).make_env().unwrapped.maze_map
+    # Counted by hand on the medium map (row i, column j; # wall):
+    #   ########
+    #   #..##..#
+    #   #..#...#
+    #   ##...###
+    #   #..#...#
+    #   #.#..#.#
+    #   #...#..#
+    #   ########
+    assert cells_at_distance(maze_map, (3, 3)) == [(1, 1), (1, 5), (2, 6), (4, 6), (5, 1), (5, 3)]
+    assert cells_at_distance(maze_map, (1, 1)) == [(3, 3), (4, 2)]
+    free, _ = maze_cells(maze_map)
+    for start in free:
+        dist = _distances(maze_map, start)
+        expected = sorted(map(tuple, np.argwhere(dist == 4).tolist()))
+        assert cells_at_distance(maze_map, start) == expected
+        assert expected  # every start of this maze has a goal
+        assert cells_at_distance(maze_map, start, 1) == sorted(
+            map(tuple, np.argwhere(dist == 1).tolist())
+        )
+    # The teleport maze's exit cell (1, 7) is walled in: no goal, so OGBench's fallback (the
+    # start cell) is its stitch goal.
+    teleport = get_task("pointmaze-teleport-stitch").make_env().unwrapped.maze_map
+    assert teleport[1, 7] == 0 and cells_at_distance(teleport, (1, 7)) == []
+
+
+def test_stitch_episodes_keep_one_goal_four_cells_away():
+    task = get_task(STITCH)
+    config = PointMazeDataConfig(STITCH, episodes=3, episode_steps=201, seed=1)
+    episodes = generate_episodes(task, config, 3, progress=False)
+    maze = task.make_env().unwrapped
+    for ep in episodes:
+        assert ep["observations"].shape == (202, 2) and ep["actions"].shape == (201, 2)
+        assert np.all(np.abs(ep["actions"]) <= 1.0)
+        goals = ep["oracle_goal"]
+        assert np.all(goals == goals[0])  # one goal, kept after arrival
+        start_ij, goal_ij = maze.xy_to_ij(ep["observations"][0]), maze.xy_to_ij(goals[0])
+        assert _distances(maze.maze_map, start_ij)[goal_ij] == 4
+        # It arrives, and stays: never again farther than 2.0 (half a cell) from its goal.
+        arrived = np.flatnonzero(ep["rewards"] == 1.0)
+        assert len(arrived) > 0
+        away = np.linalg.norm(ep["qpos"][arrived[0] + 1 :] - goals[0], axis=1)
+        assert away.max() < 2.0
+    again = generate_episodes(task, config, 3, progress=False)
+    for a, b in zip(episodes, again, strict=True):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_data_command_writes_a_stitch_dataset():
+    r = dfplan("data", STITCH, "--episodes", "2", "--episode-steps", "201", "--seed", "4")
+    assert r.returncode == 0, r.stderr
+    assert "2 episodes" in r.stdout and "603 steps" in r.stdout  # + 1 validation episode
+    train = read_episodes(f"dfplan/{STITCH}-v0")
+    val = read_episodes(f"dfplan/{STITCH}-val-v0")
+    assert len(train) == 2 and len(val) == 1
+    for i in range(2):
+        obs, actions = train.episode(i)
+        assert obs.shape == (202, 2) and actions.shape == (201, 2)
+    root = Path(os.environ["MINARI_DATASETS_PATH"])
+    config = json.loads((root / f"dfplan/{STITCH}-v0/dfplan_config.json").read_text())
+    assert config == {"task": STITCH, "episodes": 2, "episode_steps": 201, "seed": 4, "noise": 0.5}
+    meta = json.loads((root / f"dfplan/{STITCH}-v0/data/metadata.json").read_text())
+    assert meta["algorithm_name"].startswith("OGBench stitch procedure")
+    assert f"dfplan/{STITCH}-v0" in dfplan("info").stdout
 
 
 def test_data_command_writes_train_and_validation_datasets():
@@ -205,10 +317,10 @@ def test_data_command_writes_train_and_validation_datasets():
 
 def test_the_same_seed_writes_the_same_data():
     task = get_task(MEDIUM)
-    config = NavigateConfig(MEDIUM, episodes=2, episode_steps=40, seed=7)
-    make_navigate_dataset(task, config, progress=False)
+    config = PointMazeDataConfig(MEDIUM, episodes=2, episode_steps=40, seed=7)
+    make_pointmaze_dataset(task, config, progress=False)
     first = read_episodes(task.dataset_id)
-    make_navigate_dataset(task, config, force=True, progress=False)
+    make_pointmaze_dataset(task, config, force=True, progress=False)
     second = read_episodes(task.dataset_id)
     np.testing.assert_array_equal(first.observations, second.observations)
     np.testing.assert_array_equal(first.actions, second.actions)

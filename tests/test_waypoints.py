@@ -12,7 +12,7 @@ import torch
 from helpers import dfplan
 
 from dfplan.envs import get_task
-from dfplan.envs.pointmaze_data import NavigateConfig, generate_episodes
+from dfplan.envs.pointmaze_data import PointMazeDataConfig, generate_episodes
 from dfplan.policies.factory import make_policy
 from dfplan.relabel import segment_goals
 from dfplan.waypoints import WaypointConfig, WaypointGraph
@@ -25,7 +25,7 @@ MAX_STEP = 0.2 * np.sqrt(2)  # the farthest one action moves the point
 def medium_data():
     """(positions (N, 2), episode bounds (E, 2)) of 12 navigate episodes of 1,000 steps."""
     task = get_task(MEDIUM)
-    config = NavigateConfig(MEDIUM, episodes=12, episode_steps=1000, seed=3)
+    config = PointMazeDataConfig(MEDIUM, episodes=12, episode_steps=1000, seed=3)
     episodes = generate_episodes(task, config, 12, progress=False)
     positions = np.concatenate([ep["observations"][:-1] for ep in episodes])
     ends = np.cumsum([len(ep["actions"]) for ep in episodes])
