@@ -1,9 +1,12 @@
-"""Checkpoints: `STEM.safetensors` (weights only) + `STEM.json` (everything else), no pickle.
+"""Checkpoints: `STEM.safetensors` (tensors) + `STEM.json` (everything else), no pickle.
 
 The JSON holds the model config (a `ModelConfig` as a dict), the task, the normaliser, the dataset
-fingerprint, the train step and the dfplan version. Training resume state (raw weights,
-optimizer, EMA, RNG states) lives apart in `STEM.resume.safetensors` + `STEM.resume.json`, so a
-shipped checkpoint is just the two small files a planner needs.
+fingerprint, the train step and the dfplan version. A tensor in the meta (a waypoint graph's
+nodes and edges: arrays too big for readable JSON) is stored in the safetensors file under
+"meta.PATH" beside the weights, and the JSON holds {"tensor": "meta.PATH"} in its place.
+Training resume state (raw weights, optimizer, EMA, RNG states) lives apart in
+`STEM.resume.safetensors` + `STEM.resume.json`, so a shipped checkpoint is just the two small
+files a planner needs.
 
 Every file is written atomically (a temp file in the same folder, then os.replace), and both
 files of a pair carry the same random save id, so a pair mixed from two saves is detected. Files
@@ -34,6 +37,7 @@ FORMAT = "dfplan-checkpoint"
 RESUME_FORMAT = "dfplan-resume"
 FORMAT_VERSION = 1
 SUFFIXES = (".safetensors", ".json")
+META_TENSORS = "meta."  # key prefix of the meta's tensors in STEM.safetensors
 # The networks a checkpoint can hold: its JSON's "model_kind" picks the config and model classes
 # (files written before the Diffuser baseline have none and hold "df"). Kind names are also the
 # bench methods that use them.
@@ -65,7 +69,8 @@ def _with(stem: Path, suffix: str) -> Path:
 def _pair_files(stem: Path, tensors: dict, info: dict, fmt: str) -> tuple[dict[Path, bytes], str]:
     """The bytes of STEM.safetensors and STEM.json, and the save id both carry."""
     save_id = uuid.uuid4().hex
-    flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    info, meta_tensors = _split_meta_tensors(info)
+    flat = {k: v.detach().to("cpu").contiguous() for k, v in {**tensors, **meta_tensors}.items()}
     weights = safetensors_bytes(flat, metadata={"format": "pt", "dfplan_save_id": save_id})
     header = {"format": fmt, "format_version": FORMAT_VERSION, "save_id": save_id}
     # The header wins: meta read back from a checkpoint carries the old save id.
@@ -96,7 +101,41 @@ def _read_pair(stem: Path, fmt: str, what: str) -> tuple[dict[str, torch.Tensor]
             f"{weights} and {meta_path} come from different saves (interrupted copy?); "
             "copy both files of the same save"
         )
+    meta_tensors = {k: tensors.pop(k) for k in list(tensors) if k.startswith(META_TENSORS)}
+    try:
+        meta = _join_meta_tensors(meta, meta_tensors)
+    except KeyError as e:
+        raise UserError(f"{weights} lacks the tensor {e} that {meta_path} names") from None
     return tensors, meta
+
+
+def _split_meta_tensors(meta: dict, path: str = "") -> tuple[dict, dict[str, torch.Tensor]]:
+    """(meta with each tensor replaced by {"tensor": key}, {key: tensor}), keys "meta.A.B"."""
+    plain, tensors = {}, {}
+    for name, value in meta.items():
+        key = f"{path}{name}"
+        if isinstance(value, torch.Tensor):
+            plain[name] = {"tensor": META_TENSORS + key}
+            tensors[META_TENSORS + key] = value
+        elif isinstance(value, dict):
+            plain[name], inner = _split_meta_tensors(value, key + ".")
+            tensors.update(inner)
+        else:
+            plain[name] = value
+    return plain, tensors
+
+
+def _join_meta_tensors(meta: dict, tensors: dict[str, torch.Tensor]) -> dict:
+    """The inverse of `_split_meta_tensors` (KeyError: a named tensor is missing)."""
+    joined = {}
+    for name, value in meta.items():
+        if isinstance(value, dict) and set(value) == {"tensor"}:
+            joined[name] = tensors[value["tensor"]]
+        elif isinstance(value, dict):
+            joined[name] = _join_meta_tensors(value, tensors)
+        else:
+            joined[name] = value
+    return joined
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:

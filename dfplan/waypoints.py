@@ -103,12 +103,13 @@ class WaypointGraph:
         return cls(nodes, edges, config)
 
     def to_meta(self) -> dict:
-        """What a checkpoint JSON stores (nodes rounded to 1e-4)."""
+        """What a checkpoint stores: the settings (in its JSON), nodes and edges (tensors, in
+        its safetensors file)."""
         coo = self.steps.tocoo()
         return {
             "config": asdict(self.config),
-            "nodes": [[round(float(v), 4) for v in p] for p in self.nodes.numpy()],
-            "edges": np.stack([coo.row, coo.col, coo.data], axis=1).astype(int).tolist(),
+            "nodes": self.nodes.clone(),
+            "edges": torch.from_numpy(np.stack([coo.row, coo.col, coo.data], axis=1)).int(),
         }
 
     @classmethod

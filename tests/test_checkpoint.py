@@ -177,3 +177,28 @@ def test_no_pickle_or_torch_load_in_this_code():
     for name in ("checkpoint.py", "train.py", "model.py", "diffusion.py"):
         source = (root / name).read_text()
         assert "import pickle" not in source and "torch.load(" not in source, name
+
+
+def test_meta_tensors_live_in_the_safetensors_file(tmp_path):
+    """A tensor in the meta (a waypoint graph) is stored beside the weights, named in the JSON,
+    and comes back in its place; the model's weights load as before."""
+    from safetensors import safe_open
+
+    torch.manual_seed(0)
+    model = DiffusionForcingModel(TINY)
+    edges = torch.tensor([[0, 1, 5], [1, 0, 6]], dtype=torch.int32)
+    meta = {**META, "waypoints": {"config": {"spacing": 1.0}, "edges": edges}}
+    stem = tmp_path / "graph"
+    save_checkpoint(stem, model, meta)
+    written = json.loads(stem.with_suffix(".json").read_text())
+    assert written["waypoints"] == {
+        "config": {"spacing": 1.0},
+        "edges": {"tensor": "meta.waypoints.edges"},
+    }
+    with safe_open(str(stem.with_suffix(".safetensors")), framework="pt") as f:
+        assert "meta.waypoints.edges" in f.keys()
+    loaded, back = load_checkpoint(stem, task=META["task"])
+    assert torch.equal(back["waypoints"]["edges"], edges)
+    assert back["waypoints"]["config"] == {"spacing": 1.0}
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v)
