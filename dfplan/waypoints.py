@@ -7,9 +7,12 @@ a roadmap:
 
 - nodes: one dataset state per occupied cell of a grid of side `spacing` over the visited
   positions (the state nearest the cell's mean), so every visited place has a node nearby;
-- edges: node i -> node j costs k steps when some episode was at node i at step t and at node j
-  at step t + k (k <= max_lag), the least such k; "at" a node is within `reach` x spacing of it,
-  so the steps count the travel between the two nodes, not a crossing of a cell border.
+- edges: node i -> node j when some episode was at node i at step t and at node j at step
+  t + k (k <= max_lag); "at" a node is within `reach` x spacing of it. The edge costs the steps
+  from node to node: k plus the two offsets (node to state, state to node) at the data's median
+  step length, least over every such pair. Without the offsets a chain of short edges would
+  count steps the point never saves (an edge between nodes 0.9 apart could cost 1 step), and
+  routes and lookahead would favour many short hops.
 
 At plan time the route is the shortest path (Dijkstra) from the node nearest the agent to the
 node nearest the goal, and the planner's goal becomes the first node on it at least `lookahead`
@@ -32,7 +35,7 @@ class WaypointConfig:
     spacing: float = 1.0  # grid side for the nodes (env units; OGBench's maze cells are 4)
     max_lag: int = 40  # the longest step count an edge may stand for
     reach: float = 0.35  # a state is at a node within reach x spacing of it
-    lookahead: int = 60  # steps along the route to the waypoint handed to the planner
+    lookahead: int = 100  # steps along the route to the waypoint handed to the planner
 
     def validate(self) -> None:
         if (
@@ -55,15 +58,16 @@ def nearest(points: torch.Tensor, nodes: torch.Tensor, chunk: int = 65536) -> to
 
 
 class WaypointGraph:
-    """nodes: (M, 2) positions; edges: (E, 3) rows [i, j, steps]."""
+    """nodes: (M, 2) positions; edges: (E, 2) rows [i, j]; steps: (E,) their costs in steps."""
 
-    def __init__(self, nodes, edges, config: WaypointConfig):
+    def __init__(self, nodes, edges, steps, config: WaypointConfig):
         config.validate()
         self.config = config
         self.nodes = torch.as_tensor(np.asarray(nodes, dtype=np.float32)).reshape(-1, 2)
-        edges = np.asarray(edges, dtype=np.int64).reshape(-1, 3)
+        edges = np.asarray(edges, dtype=np.int64).reshape(-1, 2)
+        steps = np.asarray(steps, dtype=np.float64).reshape(-1)
         m = len(self.nodes)
-        self.steps = csr_matrix((edges[:, 2], (edges[:, 0], edges[:, 1])), shape=(m, m))
+        self.steps = csr_matrix((steps, (edges[:, 0], edges[:, 1])), shape=(m, m))
         self._routes: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # goal node -> its tree
 
     @classmethod
@@ -85,22 +89,26 @@ class WaypointGraph:
         first = order[np.r_[0, np.flatnonzero(np.diff(cell_of[order])) + 1]]
         nodes = positions[first]
         node_of = nearest(torch.from_numpy(positions), torch.from_numpy(nodes)).numpy()
-        away = np.linalg.norm(positions - nodes[node_of], axis=1) > config.reach * config.spacing
-        node_of[away] = -1  # between nodes
+        offset = np.linalg.norm(positions - nodes[node_of], axis=1)
+        node_of[offset > config.reach * config.spacing] = -1  # between nodes
         episode = np.zeros(len(positions), dtype=np.int64)
         episode[bounds[1:, 0]] = 1
         episode = np.cumsum(episode)
+        moves = np.linalg.norm(np.diff(positions, axis=0), axis=1)[episode[1:] == episode[:-1]]
+        offset_steps = offset / max(float(np.median(moves)), 1e-6)
         m = len(nodes)
-        cost = np.zeros(m * m, dtype=np.int64)  # 0: no edge yet; lags rise, so first = least
+        cost = np.full(m * m, np.inf)
         for lag in range(1, config.max_lag + 1):
             same = (episode[:-lag] == episode[lag:]) & (node_of[:-lag] >= 0) & (node_of[lag:] >= 0)
-            pairs = np.unique(node_of[:-lag][same] * m + node_of[lag:][same])
-            pairs = pairs[cost[pairs] == 0]
-            cost[pairs] = lag
-        cost[np.arange(m) * (m + 1)] = 0  # no self loops
-        flat = np.flatnonzero(cost)
-        edges = np.stack([flat // m, flat % m, cost[flat]], axis=1)
-        return cls(nodes, edges, config)
+            pairs = node_of[:-lag][same] * m + node_of[lag:][same]
+            steps = lag + offset_steps[:-lag][same] + offset_steps[lag:][same]
+            order = np.lexsort((steps, pairs))  # per pair, its cheapest first
+            pairs, steps = pairs[order], steps[order]
+            first = np.r_[True, pairs[1:] != pairs[:-1]]
+            cost[pairs[first]] = np.minimum(cost[pairs[first]], steps[first])
+        cost[np.arange(m) * (m + 1)] = np.inf  # no self loops
+        flat = np.flatnonzero(np.isfinite(cost))
+        return cls(nodes, np.stack([flat // m, flat % m], axis=1), cost[flat], config)
 
     def to_meta(self) -> dict:
         """What a checkpoint stores: the settings (in its JSON), nodes and edges (tensors, in
@@ -109,12 +117,13 @@ class WaypointGraph:
         return {
             "config": asdict(self.config),
             "nodes": self.nodes.clone(),
-            "edges": torch.from_numpy(np.stack([coo.row, coo.col, coo.data], axis=1)).int(),
+            "edges": torch.from_numpy(np.stack([coo.row, coo.col], axis=1)).int(),
+            "steps": torch.from_numpy(coo.data).float(),
         }
 
     @classmethod
     def from_meta(cls, meta: dict) -> WaypointGraph:
-        return cls(meta["nodes"], meta["edges"], WaypointConfig(**meta["config"]))
+        return cls(meta["nodes"], meta["edges"], meta["steps"], WaypointConfig(**meta["config"]))
 
     def _tree(self, goal_nodes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
         """(steps to the nearest of the goal nodes, next node toward it) for every node; cached

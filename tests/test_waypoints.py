@@ -63,11 +63,10 @@ def test_graph_edges_take_at_least_the_steps_the_point_needs(medium_data):
     coo = graph.steps.tocoo()
     assert coo.nnz > len(nodes)
     gap = np.linalg.norm(nodes[coo.row] - nodes[coo.col], axis=1)
-    reach = 2 * config.reach * config.spacing
-    assert np.all(coo.data * MAX_STEP >= gap - reach - 1e-5)  # no edge faster than the point
-    assert coo.data.max() <= config.max_lag and np.all(coo.row != coo.col)
-    again = WaypointGraph.from_meta(json.loads(json.dumps(graph.to_meta())))
-    assert (again.steps != graph.steps).nnz == 0
+    assert np.all(coo.data * MAX_STEP >= gap - 1e-5)  # no edge faster than the point can move
+    assert coo.data.min() >= 1 and np.all(coo.row != coo.col)
+    again = WaypointGraph.from_meta(graph.to_meta())
+    assert abs(again.steps - graph.steps).max() < 1e-3
 
 
 def test_following_the_waypoints_crosses_the_maze(medium_data):
