@@ -49,7 +49,10 @@ def time_decisions(
     planner, batch: int, steps_left: int, min_seconds: float, warm: bool = True
 ) -> float:
     rng = np.random.default_rng(0)
-    obs = np.concatenate([rng.uniform(1, 3, (batch, 2)), rng.normal(0, 1, (batch, 2))], 1)
+    velocity_dims = planner.model.config.obs_dim - 2  # Maze2D: 2, PointMaze: none
+    obs = np.concatenate(
+        [rng.uniform(1, 3, (batch, 2)), rng.normal(0, 1, (batch, velocity_dims))], 1
+    )
     goal = np.array([3.0, 3.0])
     goal_blind = planner.config.goal_weight == 0 or not planner.model.config.goal_dim
     guided = planner.config.guidance_scale > 0 and goal_blind  # as the policy guides
@@ -69,19 +72,28 @@ def time_decisions(
 
 
 def time_episode(task_name: str, steps: int, device: str, planner: list[str]) -> tuple[float, int]:
-    """(decisions per second, route searches) of the bench's df policy on one env of the task."""
-    import gymnasium as gym
-
+    """(decisions per second, route searches) of the bench's df policy on one env of the task,
+    episodes from seed 0 on (a new one where the last ends), as the bench runs them."""
     from dfplan.policies.factory import make_policy
 
     task = get_task(task_name)
     policy = make_policy("df", task, device=device, planner=planner)
-    env = gym.make(task.env_id)
-    obs, info = env.reset(seed=0)
-    policy.reset(seed=0)
+    env = task.make_env()
+    seed = 0
+
+    def reset():
+        task_id = task.eval_task_id(seed)  # OGBench's evaluation task; None on Maze2D
+        policy.reset(seed=seed)
+        return env.reset(seed=seed, options=None if task_id is None else {"task_id": task_id})
+
+    obs, info = reset()
     tic = time.perf_counter()
     for _ in range(steps):
-        obs, _, _, _, info = env.step(policy.act(obs, info))
+        obs, _, terminated, truncated, step_info = env.step(policy.act(obs, info))
+        info = {**info, **step_info}  # PointMaze's goal is in the reset info only
+        if terminated or truncated:
+            seed += 1
+            obs, info = reset()
     rate = steps / (time.perf_counter() - tic)
     routes = getattr(policy, "routes", None)
     return rate, (routes.searches if routes is not None and policy.objective is not None else 0)
