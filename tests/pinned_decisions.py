@@ -30,10 +30,9 @@ def checkpoint_hash(stem: Path) -> str:
 def decisions(name: str) -> list[list[float]]:
     """Actions of shipped checkpoint `name` (e.g. maze2d-large, maze2d-medium-paper): STEPS
     decisions from env seed s, planner seed s, for each s in SEEDS; (len(SEEDS) * STEPS, 2)."""
-    import gymnasium as gym
     import torch
 
-    import dfplan  # noqa: F401  registers the envs
+    from dfplan.envs import get_task
     from dfplan.policies.diffuser import DiffuserPolicy
     from dfplan.policies.diffusion_forcing import DiffusionForcingPolicy
     from dfplan.policies.gcbc import GCBCPolicy
@@ -46,15 +45,18 @@ def decisions(name: str) -> list[list[float]]:
     cls = next((c for end, c in kinds.items() if name.endswith(end)), DiffusionForcingPolicy)
     stem = {s.name: s for s in shipped_checkpoints()}[name]
     policy = cls.from_pretrained(task, stem, device="cpu")
-    env = gym.make(f"dfplan/{task}-v1")
+    spec = get_task(task)
+    env = spec.make_env()
     actions = []
     for seed in SEEDS:
-        obs, info = env.reset(seed=seed)
+        task_id = spec.eval_task_id(seed)  # OGBench's evaluation task; None on Maze2D
+        obs, info = env.reset(seed=seed, options=None if task_id is None else {"task_id": task_id})
         policy.reset(seed=seed)
         for _ in range(STEPS):
             action = policy.act(obs, info)
             actions.append([float(a) for a in action])
-            obs, _, _, _, info = env.step(action)
+            obs, _, _, _, step_info = env.step(action)
+            info = {**info, **step_info}  # PointMaze gives the goal at reset only
     env.close()
     return actions
 

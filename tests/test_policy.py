@@ -6,6 +6,7 @@ import pytest
 from helpers import assert_vector_batch_equals_singles, save_tiny_checkpoint, trajectories
 
 import dfplan  # noqa: F401
+from dfplan.envs import get_task
 from dfplan.errors import UserError
 from dfplan.policies.diffusion_forcing import DiffusionForcingPolicy
 
@@ -131,8 +132,8 @@ def test_every_shipped_checkpoint_loads_and_acts():
     for stem in stems:
         task = stem.name.removesuffix("-paper")  # the df-paper model of a maze
         policy = DiffusionForcingPolicy.from_pretrained(task, stem, device="cpu")
-        env = gym.make(f"dfplan/{task}-v1")
-        obs, info = env.reset(seed=0)
+        env = get_task(task).make_env()
+        obs, info = env.reset(seed=0, options={"task_id": 1} if "pointmaze" in task else None)
         policy.reset(seed=0)
         action = policy.act(obs, info)
         assert action.shape == (2,) and np.all(np.abs(action) <= 1.0)
