@@ -20,6 +20,8 @@ import numpy as np
 from dfplan.benchmarks.harness import run_episodes
 from dfplan.envs import get_task
 from dfplan.policies import make_policy
+from dfplan.policies.factory import parse_overrides
+from dfplan.waypoints import WaypointConfig
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -67,11 +69,7 @@ def main() -> None:
     )
     if args.waypoints:
         graph = policy.waypoints
-        fields = {
-            k: int(v) if v.isdigit() else float(v)
-            for k, v in (item.split("=", 1) for item in args.waypoints)
-        }
-        graph.config = replace(graph.config, **fields)
+        graph.config = replace(graph.config, **parse_overrides(args.waypoints, WaypointConfig))
     records, rate = run_episodes(
         task,
         policy,
