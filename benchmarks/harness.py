@@ -75,12 +75,8 @@ def run_episodes(
     bar = step_bar(task, episodes, disable=not progress)
     for start in range(0, episodes, batch_size):
         seeds = all_seeds[start : start + batch_size]
-        task_ids = [task.eval_task_id(s) for s in seeds]
         envs = [task.make_env() for _ in seeds]
-        resets = [
-            env.reset(seed=s) if tid is None else env.reset(seed=s, options={"task_id": tid})
-            for env, s, tid in zip(envs, seeds, task_ids, strict=True)
-        ]
+        resets = [task.reset(env, s) for env, s in zip(envs, seeds, strict=True)]
         obs = np.stack([r[0] for r in resets])
         infos = [r[1] for r in resets]
         policy.reset(seed=seeds[0] if policy_seed is None else policy_seed + start)
@@ -99,8 +95,6 @@ def run_episodes(
             for k in np.flatnonzero(~done):
                 o, reward, terminated, _, step_info = envs[k].step(actions[k])
                 obs[k] = o
-                if "goal" not in step_info:  # OGBench gives the goal at reset only
-                    step_info = {**step_info, "goal": infos[k]["goal"]}
                 infos[k] = step_info
                 energy[k] += (np.clip(np.asarray(actions[k], dtype=np.float64), -1, 1) ** 2).sum()
                 returns[k] += reward
@@ -136,7 +130,7 @@ def run_episodes(
                     final,
                     zone_steps=int(costs[k]),
                     energy=float(energy[k]),
-                    task_id=task_ids[k],
+                    task_id=task.eval_task_id(s),
                 )
             )
         if progress:

@@ -82,15 +82,13 @@ def time_episode(task_name: str, steps: int, device: str, planner: list[str]) ->
     seed = 0
 
     def reset():
-        task_id = task.eval_task_id(seed)  # OGBench's evaluation task; None on Maze2D
         policy.reset(seed=seed)
-        return env.reset(seed=seed, options=None if task_id is None else {"task_id": task_id})
+        return task.reset(env, seed)
 
     obs, info = reset()
     tic = time.perf_counter()
     for _ in range(steps):
-        obs, _, terminated, truncated, step_info = env.step(policy.act(obs, info))
-        info = {**info, **step_info}  # PointMaze's goal is in the reset info only
+        obs, _, terminated, truncated, info = env.step(policy.act(obs, info))
         if terminated or truncated:
             seed += 1
             obs, info = reset()

@@ -79,6 +79,10 @@ class PointMazeTask:
             env = ogbench.make_env_and_datasets(dataset_name, env_only=True, **kwargs)
         return OwnGlobalRandom(env)
 
+    def reset(self, env: gym.Env, seed: int) -> tuple[np.ndarray, dict]:
+        """Starts the bench's episode with this seed: OGBench's evaluation task of the seed."""
+        return env.reset(seed=seed, options={"task_id": self.eval_task_id(seed)})
+
     def eval_task_id(self, seed: int) -> int:
         """OGBench's evaluation task of the episode with this seed: 1 + seed % 5, so a run of
         consecutive seeds cycles through the five tasks and an episode depends on its seed only
@@ -119,12 +123,14 @@ def _maze_files_removed():
 
 
 class OwnGlobalRandom(gym.Wrapper):
-    """Gives the env its own stream of numpy's global RNG.
+    """Gives the env its own stream of numpy's global RNG, and the goal to every step's info.
 
     OGBench draws the start and goal noise (reset, set_goal) and teleport exits (step) from
     `np.random`, not from the env's seeded generator. Without this, an episode would depend on
     whatever else used the global RNG (its neighbours in a lock-step batch). reset(seed=s)
-    seeds the stream with s; unseeded resets continue it.
+    seeds the stream with s; unseeded resets continue it. OGBench gives the goal in the reset
+    info only; here every step's info holds the current goal too, as Maze2D's does, so a loop
+    can hand the last info to a policy.
     """
 
     def __init__(self, env: gym.Env):
@@ -143,14 +149,18 @@ class OwnGlobalRandom(gym.Wrapper):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         if seed is not None:
             self._state = np.random.RandomState(seed).get_state()
-        return self._isolated(self.env.reset, seed=seed, options=options)
+        obs, info = self._isolated(self.env.reset, seed=seed, options=options)
+        self._goal = info["goal"]
+        return obs, info
 
     def step(self, action):
-        return self._isolated(self.env.step, action)
+        obs, reward, terminated, truncated, info = self._isolated(self.env.step, action)
+        return obs, reward, terminated, truncated, {**info, "goal": self._goal}
 
     def set_goal(self, goal_ij: tuple[int, int]) -> None:
         """OGBench's set_goal (cell + the same noise as at reset), drawn from this env's stream."""
         self._isolated(self.env.unwrapped.set_goal, goal_ij)
+        self._goal = np.array(self.env.unwrapped.cur_goal_xy)
 
 
 # Sizes of OGBench's datasets (its data_gen_scripts/commands.sh): (episodes, steps per episode).

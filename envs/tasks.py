@@ -69,6 +69,10 @@ class Task:
 
         return gym.make(self.env_id, zones=self.zones)
 
+    def reset(self, env: gym.Env, seed: int) -> tuple[np.ndarray, dict]:
+        """Starts the bench's episode with this seed (its start, and its goal on Multi2D)."""
+        return env.reset(seed=seed)
+
     def eval_task_id(self, seed: int) -> None:
         """Maze2D has no list of evaluation tasks: the seed alone sets start (and goal)."""
         return None

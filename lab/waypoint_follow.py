@@ -41,7 +41,7 @@ def main() -> None:
     successes = []
     env = task.make_env()
     for seed in range(args.episodes):
-        obs, info = env.reset(seed=seed, options={"task_id": task.eval_task_id(seed)})
+        obs, info = task.reset(env, seed)
         steps = 0
         while True:
             steps += 1

@@ -49,14 +49,12 @@ def decisions(name: str) -> list[list[float]]:
     env = spec.make_env()
     actions = []
     for seed in SEEDS:
-        task_id = spec.eval_task_id(seed)  # OGBench's evaluation task; None on Maze2D
-        obs, info = env.reset(seed=seed, options=None if task_id is None else {"task_id": task_id})
+        obs, info = spec.reset(env, seed)
         policy.reset(seed=seed)
         for _ in range(STEPS):
             action = policy.act(obs, info)
             actions.append([float(a) for a in action])
-            obs, _, _, _, step_info = env.step(action)
-            info = {**info, **step_info}  # PointMaze gives the goal at reset only
+            obs, _, _, _, info = env.step(action)
     env.close()
     return actions
 

@@ -103,6 +103,19 @@ def test_success_within_one_of_the_goal_ends_the_episode():
     assert step["success"] and terminated and reward == 1.0
 
 
+def test_every_step_info_holds_the_current_goal():
+    task = get_task(MEDIUM)
+    env = task.make_env()
+    _, info = task.reset(env, seed=7)  # seed 7: evaluation task 1 + 7 % 5 = 3
+    np.testing.assert_array_equal(info["goal"], env.unwrapped.cur_goal_xy)
+    _, _, _, _, step = env.step(np.zeros(2))
+    np.testing.assert_array_equal(step["goal"], info["goal"])
+    env.set_goal((1, 1))  # the generator's redraw: later steps carry the new goal
+    _, _, _, _, step = env.step(np.zeros(2))
+    np.testing.assert_array_equal(step["goal"], env.unwrapped.cur_goal_xy)
+    assert not np.array_equal(step["goal"], info["goal"])
+
+
 class Recorder:
     """Wraps a policy; keeps every batch of observations it was given."""
 

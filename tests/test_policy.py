@@ -132,8 +132,8 @@ def test_every_shipped_checkpoint_loads_and_acts():
     for stem in stems:
         task = stem.name.removesuffix("-paper")  # the df-paper model of a maze
         policy = DiffusionForcingPolicy.from_pretrained(task, stem, device="cpu")
-        env = get_task(task).make_env()
-        obs, info = env.reset(seed=0, options={"task_id": 1} if "pointmaze" in task else None)
+        spec = get_task(task)
+        obs, info = spec.reset(spec.make_env(), seed=0)
         policy.reset(seed=0)
         action = policy.act(obs, info)
         assert action.shape == (2,) and np.all(np.abs(action) <= 1.0)
