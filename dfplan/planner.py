@@ -180,7 +180,7 @@ class DiffusionForcingPlanner:
         moving = level_to < level_from  # (C * B, T)
         active = moving.any(dim=1)  # plans not just waiting out padding rows
         if reward is None or self.config.guidance_scale == 0:
-            x0, grad = self._predict_x0(x, k_from, cond), None
+            x0, grad = self._predict_x0_moving(x, k_from, moving, cond, x0_prev), None
         else:
             x0, grad = self._mcg_gradient(x, k_from, cond, reward, steps_left, active, x0_prev)
         x_next = diffusion.ddim_step(x, x0, k_from, k_to, self.abar)
@@ -194,6 +194,22 @@ class DiffusionForcingPlanner:
         if x0_prev is not None:
             x0 = torch.where(waiting, x0_prev, x0)
         return x_next, x0
+
+    def _predict_x0_moving(self, x, k_from, moving, cond, x0_prev):
+        """x0 of (C * B, T, D) plans, the model run only on the tokens up to the last one this
+        row moves. The model is causal, so the tokens after it change no earlier prediction, and
+        they keep their levels (a DDIM step between equal levels ignores x0): their x0 is the
+        previous row's, or 0 (the data's mean) before any. Without a reward that is the whole
+        saving of a pyramid: a warm decision's rows move the first `sampling_steps` tokens or
+        fewer, and the far tokens, still pure noise, cost nothing."""
+        moved = moving.any(dim=0).nonzero()
+        live = int(moved[-1]) + 1 if len(moved) else 0
+        if live == x.shape[1]:
+            return self._predict_x0(x, k_from, cond)
+        tail = x0_prev[:, live:] if x0_prev is not None else torch.zeros_like(x[:, live:])
+        if live == 0:
+            return tail
+        return torch.cat([self._predict_x0(x[:, :live], k_from[:, :live], cond), tail], dim=1)
 
     def _mcg_gradient(self, x, k_from, cond, reward, steps_left, active, x0_prev):
         """(x0, grad): the model's x0 of x and the reward gradient w.r.t. x, averaged over

@@ -243,6 +243,36 @@ def test_warm_start_executes_a_clean_first_token_and_costs_fewer_rows():
     assert calls[True] < calls[False]
 
 
+def long_planner(**kw):
+    """A plan of 12 tokens over 4 sampling steps: the pyramid leaves tokens 4.. pure noise."""
+    torch.manual_seed(0)
+    model = DiffusionForcingModel(ModelConfig(n_layer=2, n_head=2, n_embd=32, max_tokens=12))
+    return DiffusionForcingPlanner(
+        model, TINY_NORMALIZER, PlannerConfig(sampling_steps=4, refresh_rows=2, **kw)
+    )
+
+
+@pytest.mark.parametrize("goal_weight", [1.0, 2.0])
+def test_without_a_reward_rows_skip_the_tokens_after_the_last_one_they_move(goal_weight):
+    obs = np.array([[2.0, 2.0, 0.0, 0.0], [1.0, 3.0, 0.5, 0.0]])
+    goal = torch.tensor([[3.0, 3.0], [0.5, 0.5]])
+    actions, seen = {}, []
+    for skip in (True, False):
+        planner = long_planner(goal_weight=goal_weight)
+        if not skip:  # every row runs the model on the whole plan
+            planner._predict_x0_moving = (
+                lambda x, k, moving, cond, x0_prev, full=planner._predict_x0: full(x, k, cond)
+            )
+        else:
+            planner.model.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[1]))
+        planner.reset(2, seeds=[0, 1])
+        actions[skip] = [planner.act(obs, None, 200 - t, goal) for t in range(4)]
+    # The model is causal and the skipped tokens do not move: the same decisions.
+    np.testing.assert_allclose(actions[True], actions[False], rtol=0, atol=1e-5)
+    # Cold start: row m moves tokens 0..m; warm rows move tokens 0..3, then 0..2.
+    assert seen == [1, 2, 3, 4] + [4, 3] * 3
+
+
 def test_carry_x0_saves_one_forward_per_warm_pass_and_shifts_the_last_x0():
     obs = np.array([[2.0, 2.0, 0.0, 0.0]])
     reward = GoalReward(torch.tensor([3.0, 3.0]))
