@@ -56,6 +56,12 @@ def diffusion_loss(
         target = noise
     else:
         target = diffusion.v_from_x0_eps(x0, noise, levels, model.abar)
+    return noisy_token_mse(pred, target, levels)
+
+
+def noisy_token_mse(pred: torch.Tensor, target: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+    """MSE of (B, T, D) predictions averaged over the tokens with level > 0 (a clean token has
+    nothing to denoise: eps and v are undefined there)."""
     per_token = (pred - target).pow(2).mean(-1)  # (B, T)
-    noisy = (levels > 0).float()  # a clean token has nothing to denoise (eps, v undefined)
+    noisy = (levels > 0).float()
     return (per_token * noisy).sum() / noisy.sum().clamp(min=1.0)

@@ -275,6 +275,21 @@ class DiffusionForcingModel(nn.Module):
             return diffusion.x0_from_eps(x_noisy, pred, levels, self.abar)
         return diffusion.x0_from_v(x_noisy, pred, levels, self.abar)
 
+    def predict_x0_with_and_without_goal(
+        self,
+        x_noisy: torch.Tensor,
+        levels: torch.Tensor,
+        first_obs: torch.Tensor,
+        goal: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x0 with the goal, x0 with the "no goal" embedding), both (B, T, token_dim), from one
+        pass over the doubled batch (classifier-free guidance combines them)."""
+        n = x_noisy.shape[0]
+        has_goal = torch.arange(2 * n, device=x_noisy.device) < n
+        twice = [z.repeat(2, *[1] * (z.dim() - 1)) for z in (x_noisy, levels, first_obs, goal)]
+        x0_goal, x0_none = self.predict_x0(*twice, has_goal).split(n)
+        return x0_goal, x0_none
+
     def predict_x0(
         self,
         x_noisy: torch.Tensor,

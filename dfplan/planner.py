@@ -160,11 +160,7 @@ class DiffusionForcingPlanner:
         goal = cond.goal.repeat(copies, 1)
         if w == 1:
             return self.model.predict_x0(x, levels, first_obs, goal)
-        # One pass over both halves: [with the goal; with the "no goal" embedding].
-        has_goal = torch.arange(2 * n, device=x.device) < n
-        twice = [z.repeat(2, *[1] * (z.dim() - 1)) for z in (x, levels, first_obs, goal)]
-        both = self.model.predict_x0(*twice, has_goal)
-        x0_goal, x0_none = both.split(n)
+        x0_goal, x0_none = self.model.predict_x0_with_and_without_goal(x, levels, first_obs, goal)
         return x0_none + w * (x0_goal - x0_none)
 
     # -- one denoising row -------------------------------------------------------------------

@@ -29,7 +29,7 @@ import torch
 from dfplan.checkpoint import load_checkpoint, save_checkpoint, shipped_checkpoint
 from dfplan.envs import get_task
 from dfplan.envs.datasets import load_trajectories
-from dfplan.loss import diffusion_loss, noisy_batch
+from dfplan.loss import diffusion_loss, noisy_batch, noisy_token_mse
 from dfplan.model import DiffusionForcingModel
 from dfplan.normalizer import Normalizer
 from dfplan.train import TrainConfig, lr_at
@@ -45,15 +45,13 @@ def guidance_distillation_loss(
     b = x0.shape[0]
     keep = torch.rand(b, generator=generator) >= goal_dropout
     with torch.no_grad():
-        has_goal = torch.arange(2 * b) < b
-        twice = [z.repeat(2, *[1] * (z.dim() - 1)) for z in (x_noisy, levels, first_obs, goals)]
-        x0_goal, x0_none = teacher.predict_x0(*twice, has_goal).split(b)
+        x0_goal, x0_none = teacher.predict_x0_with_and_without_goal(
+            x_noisy, levels, first_obs, goals
+        )
         guided = x0_none + goal_weight * (x0_goal - x0_none)
         target = torch.where(keep[:, None, None], guided, x0_none)
     pred = student.predict_x0(x_noisy, levels, first_obs, goals, keep)
-    per_token = (pred - target).pow(2).mean(-1)
-    noisy = (levels > 0).float()
-    return (per_token * noisy).sum() / noisy.sum().clamp(min=1.0)
+    return noisy_token_mse(pred, target, levels)
 
 
 def main() -> None:
