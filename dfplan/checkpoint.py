@@ -10,8 +10,8 @@ files a planner needs.
 
 Every file is written atomically (a temp file in the same folder, then os.replace), and both
 files of a pair carry the same random save id, so a pair mixed from two saves is detected. Files
-saved together are all written and synced before the first rename, so a kill can split a save
-only in the microseconds the renames take.
+saved together are all written and synced before the first rename; a kill during the renames
+leaves the rest as complete temp files, which `dfplan.run_state.finish_interrupted_save` renames.
 Nothing here calls torch.load or pickle: a pickle renamed to .safetensors is refused, not run.
 """
 
@@ -66,9 +66,12 @@ def _with(stem: Path, suffix: str) -> Path:
     return stem.with_name(stem.name + suffix)
 
 
-def _pair_files(stem: Path, tensors: dict, info: dict, fmt: str) -> tuple[dict[Path, bytes], str]:
-    """The bytes of STEM.safetensors and STEM.json, and the save id both carry."""
-    save_id = uuid.uuid4().hex
+def _pair_files(
+    stem: Path, tensors: dict, info: dict, fmt: str, save_id: str | None = None
+) -> tuple[dict[Path, bytes], str]:
+    """The bytes of STEM.safetensors and STEM.json, and the save id both carry (a new one
+    unless given: files saved together share one)."""
+    save_id = save_id or uuid.uuid4().hex
     info, meta_tensors = _split_meta_tensors(info)
     flat = {k: v.detach().to("cpu").contiguous() for k, v in {**tensors, **meta_tensors}.items()}
     weights = safetensors_bytes(flat, metadata={"format": "pt", "dfplan_save_id": save_id})
@@ -98,8 +101,8 @@ def _read_pair(stem: Path, fmt: str, what: str) -> tuple[dict[str, torch.Tensor]
     tensors, header = _read_safetensors(weights)
     if header.get("dfplan_save_id") != meta.get("save_id"):
         raise UserError(
-            f"{weights} and {meta_path} come from different saves (interrupted copy?); "
-            "copy both files of the same save"
+            f"{weights} and {meta_path} come from different saves (an interrupted copy, or a "
+            "training run killed while saving: rerun it with --resume); copy both files of one save"
         )
     meta_tensors = {k: tensors.pop(k) for k in list(tensors) if k.startswith(META_TENSORS)}
     try:
@@ -107,6 +110,18 @@ def _read_pair(stem: Path, fmt: str, what: str) -> tuple[dict[str, torch.Tensor]
     except KeyError as e:
         raise UserError(f"{weights} lacks the tensor {e} that {meta_path} names") from None
     return tensors, meta
+
+
+def file_save_id(path: Path, suffix: str) -> str | None:
+    """The save id a checkpoint or resume file carries (`suffix` says which of the pair it is:
+    temp files end in .tmp); None when it is unreadable or carries none."""
+    try:
+        if suffix == ".json":
+            return json.loads(path.read_text()).get("save_id")
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return (f.metadata() or {}).get("dfplan_save_id")
+    except (OSError, ValueError, SafetensorError, AttributeError, UnicodeDecodeError):
+        return None
 
 
 def _split_meta_tensors(meta: dict, path: str = "") -> tuple[dict, dict[str, torch.Tensor]]:
@@ -318,10 +333,14 @@ def save_resume(stem: str | os.PathLike, tensors: dict[str, torch.Tensor], info:
 
 
 def resume_files(
-    stem: str | os.PathLike, tensors: dict[str, torch.Tensor], info: dict
+    stem: str | os.PathLike,
+    tensors: dict[str, torch.Tensor],
+    info: dict,
+    save_id: str | None = None,
 ) -> dict[Path, bytes]:
-    """What `save_resume` writes, as {path: bytes}; nothing is written."""
-    return _pair_files(resume_stem(stem), tensors, info, RESUME_FORMAT)[0]
+    """What `save_resume` writes, as {path: bytes}; nothing is written. `save_id`: the
+    checkpoint's, when both are saved together."""
+    return _pair_files(resume_stem(stem), tensors, info, RESUME_FORMAT, save_id)[0]
 
 
 def load_resume(stem: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:

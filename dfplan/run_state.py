@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import glob
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -10,7 +12,9 @@ import torch
 from tqdm import tqdm
 
 from dfplan.checkpoint import (
+    SUFFIXES,
     checkpoint_files,
+    file_save_id,
     flatten_optimizer,
     load_checkpoint,
     load_resume,
@@ -55,9 +59,38 @@ def save_state(stem, raw, ema, opt, sampler, noise_gen, meta, step, world, devic
         "optimizer": opt_info,
         "train_config": meta["train_config"],
     }
-    # One write for all four files: serialising and syncing end before the first rename, so a
-    # kill cannot leave a checkpoint without its matching resume state (short of the renames).
-    atomic_write_files({**files, **resume_files(stem, tensors, info)})
+    # One write for all four files, all carrying one save id: serialising and syncing end before
+    # the first rename, so a kill during the renames leaves the rest as complete temp files
+    # (`finish_interrupted_save`), and a kill before them leaves the last save as it was.
+    atomic_write_files({**files, **resume_files(stem, tensors, info, save_id)})
+
+
+def state_files(stem: Path) -> list[Path]:
+    """The four files of a save, in the order `save_state` renames them into place."""
+    rstem = resume_stem(stem)
+    return [stem.with_name(s.name + end) for s in (stem, rstem) for end in SUFFIXES]
+
+
+def finish_interrupted_save(stem: Path) -> None:
+    """Rename into place what a kill during `save_state`'s renames left as temp files.
+
+    STEM.safetensors is renamed first, so after such a kill it carries the new save id while
+    later files still carry the old one (or are missing), and each of those has a temp file
+    with the new id: complete, since every temp is synced before the first rename. Anything
+    else (a kill before the renames, files from before shared save ids) is left as it is.
+    """
+    paths = state_files(stem)
+    new = file_save_id(paths[0], ".safetensors") if paths[0].is_file() else None
+    if new is None:
+        return
+    for path in paths[1:]:
+        suffix = path.suffix
+        if path.is_file() and file_save_id(path, suffix) == new:
+            continue
+        for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+            if file_save_id(tmp, suffix) == new:
+                os.replace(tmp, path)
+                break
 
 
 def load_state(stem: Path, config: TrainConfig, fingerprint: str) -> dict:

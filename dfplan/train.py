@@ -47,7 +47,7 @@ from dfplan.model import ModelConfig
 from dfplan.normalizer import Normalizer
 from dfplan.policies.diffuser_unet import UNetConfig, diffuser_loss
 from dfplan.routes import landmarks_meta
-from dfplan.run_state import apply_state, load_state, save_state
+from dfplan.run_state import apply_state, finish_interrupted_save, load_state, save_state
 from dfplan.train_log import read_metrics, write_curve
 from dfplan.windows import WindowSampler, dataset_fingerprint, training_goals
 
@@ -239,6 +239,10 @@ def train(config: TrainConfig, data: Trajectories, planner_meta: dict | None = N
         normalizer = Normalizer.from_trajectories(data)
         noise_gen = torch.Generator(device).manual_seed(config.seed + rank)
         if config.resume:
+            if is_main:
+                finish_interrupted_save(stem)
+            if world > 1:
+                dist.barrier()  # rank 0 has finished an interrupted save before anyone reads
             state = load_state(stem, config, fingerprint)
             normalizer = state["normalizer"]
         elif stem.with_name(stem.name + ".json").exists():

@@ -13,10 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import DFPLAN, dfplan, save_tiny_checkpoint, write_random_dataset
 from safetensors.torch import load_file
 
-from dfplan.checkpoint import load_checkpoint, load_resume
+from dfplan.checkpoint import checkpoint_files, load_checkpoint, load_resume, resume_files
+from dfplan.model import DiffusionForcingModel, ModelConfig
+from dfplan.run_state import finish_interrupted_save, state_files
 
 CHECKPOINT_EVERY = 10
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -89,11 +92,15 @@ def test_kill_during_train_then_resume(tmp_path):
         _kill(proc)
 
     _assert_every_visible_file_is_whole(run)
+    # A kill during the renames (rare) leaves a newer save half in temp files; --resume first
+    # does this, which must leave the four files of one save either way.
+    finish_interrupted_save(run / "latest")
     _, meta = load_checkpoint(run / "latest", task="maze2d-umaze")
     _, info = load_resume(run / "latest")
-    assert meta["train_step"] == info["step"] == saved
+    assert meta["train_step"] == info["step"] in (saved, saved + CHECKPOINT_EVERY)
     assert info["checkpoint_save_id"] == meta["save_id"]  # the pair and its resume state match
-    assert logged - saved <= CHECKPOINT_EVERY  # at most one checkpoint interval is lost
+    saved = info["step"]
+    assert 0 < logged - saved <= CHECKPOINT_EVERY  # at most one checkpoint interval is lost
     before = _metrics(run)
     # What a kill in the middle of writing a file leaves: the rerun must not trip over it.
     (run / ".latest.safetensors.x1y2z3.tmp").write_bytes(b"half a file")
@@ -192,3 +199,38 @@ def test_bench_workers_stop_when_the_bench_is_killed(tmp_path):
         assert time.monotonic() < deadline, [w for w in workers if _alive(w)]
         time.sleep(0.05)
     assert not (tmp_path / "res").exists() or list((tmp_path / "res").iterdir()) == []
+
+
+def _save_files(stem: Path, step: int) -> dict[Path, bytes]:
+    """The four files `save_state` writes for a tiny model at `step`, in its rename order."""
+    model = DiffusionForcingModel(ModelConfig(n_layer=1, n_head=2, n_embd=16, max_tokens=3))
+    files, save_id = checkpoint_files(stem, model, {"task": "maze2d-umaze", "train_step": step})
+    info = {"step": step, "checkpoint_save_id": save_id}
+    return {**files, **resume_files(stem, {"x": torch.zeros(2)}, info, save_id)}
+
+
+@pytest.mark.parametrize("renamed", [0, 1, 2, 3, 4])
+def test_a_save_killed_after_any_rename_is_finished_on_resume(tmp_path, renamed):
+    """A kill after the first `renamed` of the four renames: the rest are complete temp files
+    (written and synced before any rename), so the new save is finished; before any rename the
+    old save stays, whatever partial temp files lie around."""
+    stem = tmp_path / "latest"
+    old, new = _save_files(stem, 10), _save_files(stem, 20)
+    assert list(old) == state_files(stem) == list(new)
+    for path, data in old.items():
+        path.write_bytes(data)
+    for i, (path, data) in enumerate(new.items()):
+        if i < renamed:
+            path.write_bytes(data)
+        else:
+            (tmp_path / f".{path.name}.k{i}.tmp").write_bytes(data)
+    (tmp_path / ".latest.json.zz.tmp").write_bytes(b'{"format": "dfplan-che')  # a killed write
+
+    finish_interrupted_save(stem)
+
+    expected = new if renamed else old
+    assert {p: p.read_bytes() for p in expected} == expected
+    _, meta = load_checkpoint(stem, task="maze2d-umaze")
+    _, info = load_resume(stem)
+    assert meta["train_step"] == info["step"] == (20 if renamed else 10)
+    assert info["checkpoint_save_id"] == meta["save_id"]
