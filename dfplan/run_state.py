@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import glob
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,11 +31,8 @@ if TYPE_CHECKING:
     from dfplan.train import TrainConfig
 
 
-def save_state(
-    stem, raw, ema, opt, sampler, noise_gen, meta, step, world, device, is_main, teacher=None
-) -> None:
-    """Checkpoint + resume state. Every rank joins (RNG states are gathered); rank 0 writes.
-    `teacher`: the frozen model a distillation stage learns from, kept for resuming it."""
+def save_state(stem, raw, ema, opt, sampler, noise_gen, meta, step, world, device, is_main) -> None:
+    """Checkpoint + resume state. Every rank joins (RNG states are gathered); rank 0 writes."""
     rng = {
         "torch": torch.get_rng_state(),
         "data": sampler.generator.get_state(),
@@ -52,8 +48,6 @@ def save_state(
     tensors = {f"model.{k}": v for k, v in raw.state_dict().items()}
     if ema is not None:
         tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
-    if teacher is not None:
-        tensors.update({f"teacher.{k}": v for k, v in teacher.state_dict().items()})
     opt_tensors, opt_info = flatten_optimizer(opt.state_dict())
     tensors.update(opt_tensors)
     for name, parts in gathered.items():
@@ -65,8 +59,6 @@ def save_state(
         "optimizer": opt_info,
         "train_config": meta["train_config"],
     }
-    if teacher is not None:
-        info["distill_start"] = meta["distilled"]["from_step"]
     # One write for all four files, all carrying one save id: serialising and syncing end before
     # the first rename, so a kill during the renames leaves the rest as complete temp files
     # (`finish_interrupted_save`), and a kill before them leaves the last save as it was.
@@ -101,38 +93,19 @@ def finish_interrupted_save(stem: Path) -> None:
                 break
 
 
-def _json_or_empty(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}  # load_resume says what is wrong with it
-
-
 def load_state(stem: Path, config: TrainConfig, fingerprint: str) -> dict:
-    """What `apply_state` continues a run from, checked against `config` and the data.
-
-    A distillation stage that starts (its resume state, if any, holds no teacher) needs only the
-    model: its weights, step and normaliser; the optimizer and random streams start afresh."""
-    resume_json = stem.parent / f"{resume_stem(stem).name}.json"
-    distill_begins = config.distill_goal_weight > 0 and not (
-        resume_json.exists() and "distill_start" in _json_or_empty(resume_json)
-    )
-    if not resume_json.exists() and not distill_begins:
+    if not (stem.parent / f"{resume_stem(stem).name}.json").exists():
         raise UserError(
             f"nothing to resume in {stem.parent} (no {stem.name}.resume.json); "
             "drop --resume to start a new run"
         )
     loaded, meta = load_checkpoint(stem, task=config.task, kind=config.model_kind)
-    if distill_begins:
-        tensors = {f"model.{k}": v for k, v in loaded.state_dict().items()}
-        info = {"step": int(meta.get("train_step", 0))}
-    else:
-        tensors, info = load_resume(stem)
-        if info.get("checkpoint_save_id") != meta.get("save_id"):
-            raise UserError(
-                f"{stem}.resume.* does not belong to {stem}.* (an interrupted save?); "
-                "start a new run with another --out"
-            )
+    tensors, info = load_resume(stem)
+    if info.get("checkpoint_save_id") != meta.get("save_id"):
+        raise UserError(
+            f"{stem}.resume.* does not belong to {stem}.* (an interrupted save?); "
+            "start a new run with another --out"
+        )
     if loaded.config != config.model:  # dataclasses: equal settings, whatever JSON made of them
         raise UserError(
             f"the run in {stem.parent} was trained with model settings {meta['config']}; "
@@ -148,9 +121,6 @@ def load_state(stem: Path, config: TrainConfig, fingerprint: str) -> dict:
         "tensors": tensors,
         "info": info,
         "normalizer": Normalizer.from_dict(meta["normalizer"]),
-        # a distillation stage under way: its frozen teacher and first step
-        "teacher": {k[8:]: v for k, v in tensors.items() if k.startswith("teacher.")},
-        "distill_start": info.get("distill_start", 0),
     }
 
 
@@ -165,14 +135,9 @@ def apply_state(state, raw, ema, opt, sampler, noise_gen, rank, world) -> int:
     if ema is not None:
         saved = sub("ema.")
         ema.load_state_dict(saved if saved else raw.state_dict())  # EMA newly switched on
-    step = int(info["step"])
-    if "optimizer" not in info:  # a distillation stage's start: fresh optimizer and streams
-        reseed = (sampler.generator.initial_seed() + 1_000_003 * step) % 2**63
-        sampler.generator.manual_seed(reseed)
-        noise_gen.manual_seed(reseed + 1)
-        return step
     opt_state = unflatten_optimizer(tensors, info["optimizer"])
     opt.load_state_dict(opt_state)  # moves the state to the parameters' device
+    step = int(info["step"])
     if info.get("world_size") == world:
         torch.set_rng_state(tensors[f"rng.torch.rank{rank}"])
         sampler.generator.set_state(tensors[f"rng.data.rank{rank}"])

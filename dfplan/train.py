@@ -42,17 +42,12 @@ from dfplan.files import (
     atomic_write_bytes,
     remove_stale_temps,
 )
-from dfplan.loss import diffusion_loss, guidance_distillation_loss
+from dfplan.loss import diffusion_loss
 from dfplan.model import ModelConfig
 from dfplan.normalizer import Normalizer
 from dfplan.policies.diffuser_unet import UNetConfig, diffuser_loss
 from dfplan.routes import landmarks_meta
-from dfplan.run_state import (
-    apply_state,
-    finish_interrupted_save,
-    load_state,
-    save_state,
-)
+from dfplan.run_state import apply_state, finish_interrupted_save, load_state, save_state
 from dfplan.train_log import read_metrics, write_curve
 from dfplan.windows import WindowSampler, dataset_fingerprint, training_goals
 
@@ -91,11 +86,6 @@ class TrainConfig:
     model_kind: str = "df"  # "df": the DF transformer; "diffuser": the temporal U-Net baseline;
     # "gcbc": the goal-conditioned behaviour cloning MLP (policies/gcbc.py)
     model: ModelConfig | UNetConfig = field(default_factory=ModelConfig)  # model_kind's config
-    # > 0: a later stage that distils the model's classifier-free guidance at this goal weight
-    # into one pass (loss.guidance_distillation_loss). It starts from the model the run holds
-    # (weights only: fresh optimizer, its own warm-up and decay), which stays frozen as the
-    # teacher; the planner then runs goal weight 1, one pass per row instead of two.
-    distill_goal_weight: float = 0.0
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -199,7 +189,6 @@ def train(config: TrainConfig, data: Trajectories, planner_meta: dict | None = N
     ):
         raise UserError(f"unknown model '{config.model_kind}'; use {' or '.join(MODEL_KINDS)}")
     diffuser = config.model_kind == "diffuser"
-    distilling = config.distill_goal_weight > 0
     if not diffuser and not 0 <= mcfg.dropout < 1:
         raise UserError(f"--dropout must be in [0, 1), got {mcfg.dropout}")
     if config.device not in ("auto", "cpu") and not config.device.startswith("cuda"):
@@ -228,11 +217,6 @@ def train(config: TrainConfig, data: Trajectories, planner_meta: dict | None = N
             )
             mcfg = dataclasses.replace(mcfg, goal_dim=0)
             config = dataclasses.replace(config, model=mcfg)  # the caller's config stays as it was
-    if distilling and (diffuser or not mcfg.goal_dim or not config.resume):
-        raise UserError(
-            "distill_goal_weight needs a trained goal-conditioned model to start from: use it "
-            "in a later stage of a recipe, after a stage that trains on goals"
-        )
     if (data.obs_dim, data.act_dim) != (mcfg.obs_dim, mcfg.action_dim):
         raise UserError(
             f"the dataset has observations of size {data.obs_dim} and actions of size "
@@ -271,13 +255,6 @@ def train(config: TrainConfig, data: Trajectories, planner_meta: dict | None = N
         )
         if config.resume:
             step = apply_state(state, raw, ema, opt, sampler, noise_gen, rank, world)
-        teacher, distill_start = None, 0
-        if distilling:
-            teacher = copy.deepcopy(raw).eval().requires_grad_(False)
-            teacher.load_state_dict(state["teacher"] or raw.state_dict())
-            distill_start = state["distill_start"] or step
-            sampling_steps = (planner_meta or {}).get("planner", {}).get("sampling_steps", 10)
-            schedule = dataclasses.replace(config, steps=config.steps - distill_start)
         if world > 1:
             dist.barrier()  # every rank has read the old files before rank 0 writes new ones
         if is_main:
@@ -306,16 +283,9 @@ def train(config: TrainConfig, data: Trajectories, planner_meta: dict | None = N
             meta["landmarks"] = landmarks_meta(goals)
         if config.waypoints is not None:
             meta["waypoints"] = waypoint_meta(data, config.waypoints)
-        if distilling:
-            meta["distilled"] = {
-                "goal_weight": config.distill_goal_weight,
-                "from_step": distill_start,
-            }
 
         def save() -> None:
-            save_state(
-                stem, raw, ema, opt, sampler, noise_gen, meta, step, world, device, is_main, teacher
-            )
+            save_state(stem, raw, ema, opt, sampler, noise_gen, meta, step, world, device, is_main)
             if is_main:
                 title = "Diffuser (temporal U-Net)" if diffuser else "Diffusion Forcing"
                 write_curve(metrics_path, out / "curve.png", f"{task.name}: {title}")
@@ -336,27 +306,13 @@ def train(config: TrainConfig, data: Trajectories, planner_meta: dict | None = N
             first_obs, tokens, goals = sampler.sample(config.batch_size)
             first_obs, tokens = first_obs.to(device), tokens.to(device)
             goals = goals.to(device) if goals is not None else None
-            lr = lr_at(step - distill_start, schedule) if distilling else lr_at(step, config)
+            lr = lr_at(step, config)
             for group in opt.param_groups:
                 group["lr"] = lr
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                if distilling:
-                    loss = guidance_distillation_loss(
-                        raw,
-                        teacher,
-                        first_obs,
-                        tokens,
-                        noise_gen,
-                        goals,
-                        config.distill_goal_weight,
-                        config.goal_dropout,
-                        sampling_steps,
-                        net,
-                    )
-                else:
-                    loss = (diffuser_loss if diffuser else diffusion_loss)(
-                        raw, first_obs, tokens, noise_gen, net, goals, config.goal_dropout
-                    )
+                loss = (diffuser_loss if diffuser else diffusion_loss)(
+                    raw, first_obs, tokens, noise_gen, net, goals, config.goal_dropout
+                )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(raw.parameters(), config.grad_clip)

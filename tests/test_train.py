@@ -7,7 +7,6 @@ noise), packed into `Trajectories` as episodes of 300 steps.
 import argparse
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -25,14 +24,14 @@ import dfplan  # noqa: F401  (registers the env ids)
 from dfplan.checkpoint import load_checkpoint
 from dfplan.envs.trajectories import Trajectories
 from dfplan.errors import UserError
-from dfplan.loss import diffusion_loss, guidance_distillation_loss, noisy_batch, sample_levels
+from dfplan.loss import diffusion_loss, noisy_batch, sample_levels
 from dfplan.model import ModelConfig
 from dfplan.normalizer import Normalizer
 from dfplan.planner_config import PlannerConfig
 from dfplan.policies import WaypointExpert
 from dfplan.train import TrainConfig, recommended_config, train
 from dfplan.train_cli import add_train_arguments, run_train
-from dfplan.windows import WindowSampler, training_goals
+from dfplan.windows import WindowSampler
 
 EPISODE_STEPS = 300
 TINY_MODEL = ModelConfig(n_layer=2, n_head=2, n_embd=32, max_tokens=5)
@@ -199,56 +198,6 @@ def test_resume_is_exact(data, tmp_path):
         assert a.keys() == b.keys()
         assert all(torch.equal(a[k], b[k]) for k in a), name
     assert _losses(tmp_path / "straight") == _losses(tmp_path / "split")
-
-
-def _distillation_gap(stem: Path, teacher_stem: Path, data: Trajectories) -> float:
-    """guidance_distillation_loss of the model at `stem` against the one at `teacher_stem`, on
-    one fixed batch of windows with goals."""
-    student, meta = load_checkpoint(stem, task="maze2d-umaze")
-    teacher, _ = load_checkpoint(teacher_stem, task="maze2d-umaze")
-    norm = Normalizer.from_dict(meta["normalizer"])
-    goals, _ = training_goals(data, None, 0)
-    sampler = WindowSampler(data, 50, TINY_MODEL.frame_stack, norm, 0, goals)
-    first_obs, tokens, goal = sampler.sample(64)
-    gen = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        loss = guidance_distillation_loss(
-            student, teacher, first_obs, tokens, gen, goal, 2.0, 0.15, 10
-        )
-    return float(loss)
-
-
-def test_a_distillation_stage_learns_the_guided_prediction_and_resumes_exactly(data, tmp_path):
-    first = tiny_config(tmp_path / "first", steps=40)
-    train(first, data)
-    distill = dict(steps=100, warmup=5, final_lr_ratio=1.0, distill_goal_weight=2.0, resume=True)
-    for name in ("straight", "split"):
-        shutil.copytree(tmp_path / "first", tmp_path / name)
-    train(tiny_config(tmp_path / "straight", **distill), data)
-    train(tiny_config(tmp_path / "split", **{**distill, "steps": 70}), data)
-    train(tiny_config(tmp_path / "split", **distill), data)
-
-    first_weights = load_file(tmp_path / "first" / "latest.safetensors")
-    for name in ("latest.safetensors", "latest.resume.safetensors"):
-        a = load_file(tmp_path / "straight" / name)
-        b = load_file(tmp_path / "split" / name)
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
-    resume = load_file(tmp_path / "straight" / "latest.resume.safetensors")
-    assert all(torch.equal(resume["teacher." + k], v) for k, v in first_weights.items())
-    _, meta = load_checkpoint(tmp_path / "straight" / "latest", task="maze2d-umaze")
-    assert meta["distilled"] == {"goal_weight": 2.0, "from_step": 40}
-    records = [json.loads(x) for x in (tmp_path / "straight" / "metrics.jsonl").open()]
-    assert records[3]["step"] == 40 and records[3]["lr"] < 2e-4  # stage 1 decayed
-    assert records[4]["lr"] == pytest.approx(1e-3)  # its own warm-up (5 steps), from step 40
-    first_stem = tmp_path / "first" / "latest"
-    before = _distillation_gap(first_stem, first_stem, data)
-    after = _distillation_gap(tmp_path / "straight" / "latest", first_stem, data)
-    assert after < 0.7 * before, (before, after)  # training on the data instead: 25x larger
-
-
-def test_distillation_needs_a_trained_goal_model(data, tmp_path):
-    with pytest.raises(UserError, match="distill_goal_weight needs a trained goal-conditioned"):
-        train(tiny_config(tmp_path, distill_goal_weight=2.0), data)
 
 
 def test_ema_only_reads_the_weights_so_ema_off_saves_the_same_run_s_raw_weights(data, tmp_path):
