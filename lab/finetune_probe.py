@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from dfplan import diffusion, schedules
 from dfplan.checkpoint import load_checkpoint, save_checkpoint, shipped_checkpoint
 from dfplan.envs import get_task
 from dfplan.envs.datasets import load_trajectories
@@ -36,12 +37,36 @@ from dfplan.train import TrainConfig, lr_at
 from dfplan.windows import WindowSampler, training_goals
 
 
+def pyramid_levels(batch: int, tokens: int, steps: int, num_levels: int, generator) -> torch.Tensor:
+    """(B, T) model levels as a pyramid row puts them: step level clamp(t + c, 0, S) for one
+    offset c per window, drawn from -S+1..S-1, mapped to the model's levels as the planner does."""
+    c = torch.randint(-steps + 1, steps, (batch, 1), generator=generator)
+    step = (torch.arange(tokens)[None, :] + c).clamp(0, steps)
+    return schedules.to_train_levels(step, steps, num_levels)
+
+
 def guidance_distillation_loss(
-    student, teacher, first_obs, x0, generator, goals, goal_weight: float, goal_dropout: float
+    student,
+    teacher,
+    first_obs,
+    x0,
+    generator,
+    goals,
+    goal_weight: float,
+    goal_dropout: float,
+    pyramid_share: float = 0.0,
+    steps: int = 10,
 ) -> torch.Tensor:
     """MSE between the student's x0 and the teacher's: guided at `goal_weight` for windows that
-    keep their goal, unconditional for the `goal_dropout` fraction that does not; noisy tokens."""
-    x_noisy, levels, _ = noisy_batch(x0, teacher.abar, teacher.config.num_levels, generator)
+    keep their goal, unconditional for the `goal_dropout` fraction that does not; noisy tokens.
+    A `pyramid_share` of the windows takes its levels from a pyramid row (`pyramid_levels`)."""
+    x_noisy, levels, noise = noisy_batch(x0, teacher.abar, teacher.config.num_levels, generator)
+    if pyramid_share:
+        b, t = levels.shape
+        rows = pyramid_levels(b, t, steps, teacher.config.num_levels, generator)
+        use = (torch.rand(b, generator=generator) < pyramid_share)[:, None]
+        levels = torch.where(use, rows, levels)
+        x_noisy = diffusion.q_sample(x0, levels, teacher.abar, noise)
     b = x0.shape[0]
     keep = torch.rand(b, generator=generator) >= goal_dropout
     with torch.no_grad():
@@ -66,6 +91,8 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=None, help="start here (default: the shipped one)")
     parser.add_argument("--distill-goal-weight", type=float, default=0.0)
     parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--warmup", type=int, default=0)
+    parser.add_argument("--pyramid-share", type=float, default=0.0)
     args = parser.parse_args()
     torch.set_num_threads(2)
     task = get_task(args.task)
@@ -87,7 +114,7 @@ def main() -> None:
     sampler = WindowSampler(data, window, config.frame_stack, normalizer, args.seed, goals)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
     generator = torch.Generator().manual_seed(args.seed)
-    schedule = TrainConfig(steps=args.steps, lr=args.lr, warmup=0, final_lr_ratio=0.1)
+    schedule = TrainConfig(steps=args.steps, lr=args.lr, warmup=args.warmup, final_lr_ratio=0.1)
     start = time.time()
     for step in range(args.steps):
         for group in opt.param_groups:
@@ -103,6 +130,8 @@ def main() -> None:
                 goals,
                 args.distill_goal_weight,
                 dropout,
+                args.pyramid_share,
+                meta["planner"]["sampling_steps"],
             )
         else:
             loss = diffusion_loss(
