@@ -47,10 +47,16 @@ def atomic_write_json(path: Path, obj: dict) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
+def temp_files(path: Path) -> list[Path]:
+    """The temp files that atomic writes of `path` left behind (killed before their rename)."""
+    path = Path(path)
+    return list(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
+
+
 def remove_stale_temps(*paths: Path) -> None:
     """Delete the temp files that a killed atomic write of these paths left behind."""
     for path in paths:
-        for tmp in Path(path).parent.glob(f".{glob.escape(Path(path).name)}.*.tmp"):
+        for tmp in temp_files(path):
             tmp.unlink(missing_ok=True)
 
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import glob
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,7 +23,7 @@ from dfplan.checkpoint import (
 )
 from dfplan.distributed import gather
 from dfplan.errors import UserError
-from dfplan.files import atomic_write_files
+from dfplan.files import atomic_write_files, temp_files
 from dfplan.normalizer import Normalizer
 
 if TYPE_CHECKING:
@@ -87,7 +86,7 @@ def finish_interrupted_save(stem: Path) -> None:
         suffix = path.suffix
         if path.is_file() and file_save_id(path, suffix) == new:
             continue
-        for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        for tmp in temp_files(path):
             if file_save_id(tmp, suffix) == new:
                 os.replace(tmp, path)
                 break
